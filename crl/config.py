@@ -1,0 +1,214 @@
+"""Configuration of a training run: one frozen dataclass, parsed by tyro, validated before any
+JAX work. Defaults are the paper's (Wang et al. 2025, built on JaxGCRL)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from crl import envs
+from crl.losses import CONTRASTIVE_LOSSES, ENERGIES
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # Task
+    env: str = "ant_maze"
+    """Environment name (`python -m crl.envs` lists them)."""
+    eval_env: str | None = None
+    """Environment for evaluation, e.g. an `_eval` variant; default: `env`."""
+    backend: str | None = None
+    """Brax pipeline (spring, positional, generalized, mjx); default: the env's own."""
+    episode_length: int | None = None
+    """Steps per episode and length of the sampled replay windows; default: the env's own."""
+
+    # Networks
+    depth: int = 4
+    """Dense layers in the residual blocks of every network (a multiple of 4)."""
+    actor_depth: int | None = None
+    """Overrides `depth` for the actor."""
+    critic_depth: int | None = None
+    """Overrides `depth` for both encoders."""
+    width: int = 256
+    repr_dim: int = 64
+    """Size of the representations phi(s, a) and psi(g)."""
+    remat: bool = False
+    """Recompute each residual block in the backward pass (less memory, more compute)."""
+
+    # Losses and optimisation
+    energy: str = "l2"
+    """Critic energy: l2 (-||phi - psi||), l2_squared, dot, cosine."""
+    contrastive_loss: str = "fwd_infonce"
+    """fwd_infonce, bwd_infonce, sym_infonce or binary_nce."""
+    logsumexp_penalty: float = 0.1
+    discount: float = 0.99
+    """Parameter of the geometric distribution of hindsight goals."""
+    target_entropy: float | None = None
+    """Entropy target of the temperature; default -0.5 * action size."""
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    batch_size: int = 512
+
+    # Data and schedule
+    num_envs: int = 512
+    unroll_length: int = 62
+    """Env steps collected per env in each training step."""
+    max_replay_size: int = 10_000
+    """Replay capacity in time steps per env."""
+    min_replay_size: int = 1_000
+    """Time steps per env collected before training starts."""
+    num_sgd_batches_per_training_step: int = 800
+    total_env_steps: int = 100_000_000
+    num_epochs: int = 100
+    num_eval_envs: int = 128
+    seed: int = 0
+
+    # Run
+    run_dir: str = "runs"
+    """Parent directory of run directories."""
+    run_name: str | None = None
+    """Run directory name; default: <env>_d<depth>_s<seed>_<time>."""
+    compile_cache: str = "~/.cache/crl/jax"
+    """JAX persistent compilation cache directory ('' disables it)."""
+
+    def resolved(self) -> Config:
+        """The config with every default that depends on the env or on `depth` filled in."""
+        spec = envs.get_spec(self.env)
+        return dataclasses.replace(
+            self,
+            eval_env=self.eval_env or self.env,
+            backend=self.backend or spec.default_backend,
+            episode_length=self.episode_length or spec.episode_length,
+            actor_depth=self.actor_depth or self.depth,
+            critic_depth=self.critic_depth or self.depth,
+        )
+
+    # Derived schedule (on a resolved config)
+    @property
+    def prefill_unrolls(self) -> int:
+        return -(-self.min_replay_size // self.unroll_length)
+
+    @property
+    def env_steps_per_training_step(self) -> int:
+        return self.num_envs * self.unroll_length
+
+    @property
+    def training_steps_per_epoch(self) -> int:
+        return ((self.total_env_steps - self.min_replay_size * self.num_envs)
+                // (self.num_epochs * self.env_steps_per_training_step))
+
+    @property
+    def sgd_batches_per_training_step(self) -> int:
+        transitions = self.num_envs * (self.episode_length - 1)
+        return min(self.num_sgd_batches_per_training_step, transitions // self.batch_size)
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message is one line naming the value and what is valid."""
+
+
+def validate(config: Config) -> Config:
+    """Return the resolved config or raise ConfigError. Imports nothing heavy."""
+    for name in ("env", "eval_env"):
+        value = getattr(config, name)
+        if value is not None:
+            try:
+                envs.get_spec(value)
+            except envs.UnknownEnvError as error:
+                raise ConfigError(f"{name}: {error}") from None
+    spec = envs.get_spec(config.env)
+    if config.backend is not None:
+        if spec.default_backend is None:
+            raise ConfigError(f"backend={config.backend!r}: env {config.env!r} is pure JAX and "
+                              "has no Brax pipeline; leave --backend unset")
+        if config.backend not in envs.BACKENDS:
+            raise ConfigError(f"backend={config.backend!r} is not a Brax pipeline; valid: "
+                              f"{', '.join(envs.BACKENDS)}")
+    for name in ("depth", "actor_depth", "critic_depth"):
+        value = getattr(config, name)
+        if value is not None and (value <= 0 or value % 4):
+            raise ConfigError(f"{name}={value} must be a positive multiple of 4 (residual blocks "
+                              "of 4 layers): e.g. 4, 8, 16, ..., 1024")
+    if config.energy not in ENERGIES:
+        raise ConfigError(f"energy={config.energy!r} is unknown; valid: {', '.join(ENERGIES)}")
+    if config.contrastive_loss not in CONTRASTIVE_LOSSES:
+        raise ConfigError(f"contrastive_loss={config.contrastive_loss!r} is unknown; valid: "
+                          f"{', '.join(CONTRASTIVE_LOSSES)}")
+    positive = ("width", "repr_dim", "batch_size", "num_envs", "unroll_length", "max_replay_size",
+                "min_replay_size", "num_sgd_batches_per_training_step", "total_env_steps",
+                "num_epochs", "num_eval_envs", "episode_length")
+    for name in positive:
+        value = getattr(config, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name}={value} must be a positive integer")
+    for name in ("actor_lr", "critic_lr", "alpha_lr"):
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"{name}={getattr(config, name)} must be positive")
+    if not 0 < config.discount < 1:
+        raise ConfigError(f"discount={config.discount} must be in (0, 1)")
+    if config.logsumexp_penalty < 0:
+        raise ConfigError(f"logsumexp_penalty={config.logsumexp_penalty} must be >= 0")
+
+    config = config.resolved()
+    if config.episode_length < 2:
+        raise ConfigError(f"episode_length={config.episode_length} must be at least 2 (a window "
+                          "needs a step and a later goal)")
+    if config.min_replay_size < config.episode_length:
+        raise ConfigError(f"min_replay_size={config.min_replay_size} must be at least "
+                          f"episode_length={config.episode_length}: training samples windows "
+                          "of one episode length")
+    if config.max_replay_size < config.prefill_unrolls * config.unroll_length:
+        raise ConfigError(f"max_replay_size={config.max_replay_size} must hold the prefill of "
+                          f"{config.prefill_unrolls * config.unroll_length} steps per env "
+                          f"(min_replay_size rounded up to unroll_length)")
+    transitions = config.num_envs * (config.episode_length - 1)
+    if config.batch_size > transitions:
+        raise ConfigError(f"batch_size={config.batch_size} is larger than the {transitions} "
+                          f"transitions sampled per training step (num_envs={config.num_envs} x "
+                          f"(episode_length={config.episode_length} - 1)); use at most "
+                          f"{transitions}")
+    if config.training_steps_per_epoch < 1:
+        needed = (config.min_replay_size * config.num_envs
+                  + config.num_epochs * config.env_steps_per_training_step)
+        raise ConfigError(f"total_env_steps={config.total_env_steps} leaves no training step: "
+                          f"prefill plus one training step per epoch needs at least {needed}")
+    return config
+
+
+PRESETS: dict[str, Config] = {
+    # Learns point_u_maze on a 2-core CPU in a few minutes (the README's first run).
+    "point_quick": Config(
+        env="point_u_maze", episode_length=100, depth=4, width=128, num_envs=32,
+        unroll_length=50, batch_size=256, min_replay_size=200, max_replay_size=2_000,
+        num_sgd_batches_per_training_step=10, total_env_steps=480_000, num_epochs=20,
+        num_eval_envs=64),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    """Parse ``--preset NAME`` (optional, first) and every Config field, then validate.
+    Exits with one line on stderr for an invalid configuration."""
+    import tyro
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    default = Config()
+    if "--preset" in argv:
+        at = argv.index("--preset")
+        name = argv[at + 1] if at + 1 < len(argv) else ""
+        if name not in PRESETS:
+            fail(f"preset={name!r} is unknown; valid: {', '.join(PRESETS)}")
+        default = PRESETS[name]
+        del argv[at:at + 2]
+    config = tyro.cli(Config, default=default, args=argv,
+                      description="Train a goal-conditioned contrastive RL agent. "
+                                  f"--preset NAME starts from a preset ({', '.join(PRESETS)}).")
+    try:
+        return validate(config)
+    except ConfigError as error:
+        fail(str(error))
+
+
+def fail(message: str) -> None:
+    print(f"crl: error: {message}", file=sys.stderr)
+    raise SystemExit(2)

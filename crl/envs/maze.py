@@ -1,0 +1,131 @@
+"""Maze layouts: parsing, validation and geometry shared by every maze family.
+
+A layout is text, one row per line: ``#`` wall, ``.`` free, ``R`` start, ``G`` a cell that may be
+commanded as goal. Row i, column j is centred at world (x, y) = (i * scale, j * scale). Cells
+outside the grid count as walls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from importlib import resources
+from pathlib import Path
+
+import jax
+import numpy as np
+
+CELL_CHARS = {"#": "wall", ".": "free", "R": "start", "G": "goal"}
+
+
+class LayoutError(ValueError):
+    """A malformed layout; the message names the source, line and column at fault."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MazeLayout:
+    rows: tuple[str, ...]
+
+    @property
+    def walls(self) -> np.ndarray:
+        return np.array([[c == "#" for c in row] for row in self.rows], dtype=bool)
+
+    @property
+    def start(self) -> tuple[int, int]:
+        return next((i, j) for i, row in enumerate(self.rows) for j, c in enumerate(row)
+                    if c == "R")
+
+    @property
+    def goals(self) -> tuple[tuple[int, int], ...]:
+        return tuple((i, j) for i, row in enumerate(self.rows) for j, c in enumerate(row)
+                     if c == "G")
+
+    def wall_boxes(self, scale: float) -> list[tuple[float, float, float, float]]:
+        """Walls as few axis-aligned boxes ``(centre_x, centre_y, half_x, half_y)``: each run of
+        consecutive wall cells along a row becomes one box (fewer collision pairs)."""
+        boxes = []
+        for i, row in enumerate(self.rows):
+            for run in re.finditer(r"#+", row):
+                first, last = run.start(), run.end() - 1
+                boxes.append((i * scale, (first + last) / 2 * scale, scale / 2,
+                              (last - first + 1) * scale / 2))
+        return boxes
+
+
+def parse_layout(text: str, source: str = "<layout>") -> MazeLayout:
+    """Parse and validate a layout; blank lines and lines starting with ``;`` or ``//`` are
+    skipped, surrounding whitespace is ignored."""
+    rows: list[str] = []
+    origins: list[tuple[int, int]] = []  # (line number, column of the row's first cell)
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith((";", "//")):
+            continue
+        column = line.index(stripped[0]) + 1
+        for offset, char in enumerate(stripped):
+            if char not in CELL_CHARS:
+                raise LayoutError(
+                    f"{source}:{number}:{column + offset}: unknown character {char!r}; valid: "
+                    + ", ".join(f"{c!r} ({what})" for c, what in CELL_CHARS.items()))
+        if rows and len(stripped) != len(rows[0]):
+            raise LayoutError(f"{source}:{number}:{column}: ragged row of {len(stripped)} "
+                              f"cells; the first row (line {origins[0][0]}) has {len(rows[0])}")
+        rows.append(stripped)
+        origins.append((number, column))
+    if not rows:
+        raise LayoutError(f"{source}: empty layout")
+    starts = [(number, column + j) for row, (number, column) in zip(rows, origins, strict=True)
+              for j, c in enumerate(row) if c == "R"]
+    if not starts:
+        raise LayoutError(f"{source}: no start cell 'R'")
+    if len(starts) > 1:
+        raise LayoutError(f"{source}:{starts[1][0]}:{starts[1][1]}: a second start cell 'R' "
+                          f"(the first is at {starts[0][0]}:{starts[0][1]})")
+    if not any("G" in row for row in rows):
+        raise LayoutError(f"{source}: no goal cell 'G'")
+    return MazeLayout(tuple(rows))
+
+
+def _packaged_sections() -> dict[str, str]:
+    text = resources.files("crl.envs").joinpath("mazes.txt").read_text()
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("#") and current is None:
+            continue  # header comments before the first section
+        match = re.fullmatch(r"\[(\w+)\]", line.strip())
+        if match:
+            current = sections.setdefault(match.group(1), [])
+        elif current is not None:
+            current.append(line)
+    return {name: "\n".join(lines) for name, lines in sections.items()}
+
+
+LAYOUT_NAMES: tuple[str, ...] = tuple(_packaged_sections())
+
+
+def load_layout(spec: str) -> MazeLayout:
+    """A layout by packaged name (``u_maze``), file path, or literal text (rows joined by
+    newlines)."""
+    sections = _packaged_sections()
+    if spec in sections:
+        return parse_layout(sections[spec], f"mazes.txt[{spec}]")
+    if "\n" in spec:
+        return parse_layout(spec)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return parse_layout(path.read_text(), str(path))
+    raise LayoutError(f"no maze layout {spec!r}: not a file, and not one of "
+                      f"{', '.join(sections)}")
+
+
+def cell_centres(cells: tuple[tuple[int, int], ...], scale: float) -> np.ndarray:
+    """World (x, y) of the centres of ``cells``: ``[len(cells), 2]``."""
+    return np.asarray(cells, np.float32).reshape(-1, 2) * scale
+
+
+def sample_goal(key: jax.Array, centres: jax.Array, noise: float) -> jax.Array:
+    """A uniformly chosen goal cell's centre plus uniform noise in [-noise, noise]^2."""
+    cell_key, noise_key = jax.random.split(key)
+    cell = jax.random.randint(cell_key, (), 0, centres.shape[0])
+    return centres[cell] + jax.random.uniform(noise_key, (2,), minval=-noise, maxval=noise)

@@ -1,0 +1,84 @@
+"""The three networks of contrastive RL, each a ResidualMLP.
+
+- state-action encoder phi(s, a) -> R^repr_dim
+- goal encoder psi(g) -> R^repr_dim
+- actor pi(s, g) -> tanh-Gaussian over actions (mean, log_std squashed into [-5, 2])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from crl.networks.mlp import ResidualMLP
+
+Params = dict[str, Any]
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+    sa_encoder: ResidualMLP
+    goal_encoder: ResidualMLP
+    actor: ResidualMLP
+    state_size: int
+    goal_size: int
+    action_size: int
+
+    def init(self, key: jax.Array) -> Params:
+        """Parameters ``{"actor": ..., "critic": {"sa_encoder": ..., "goal_encoder": ...}}``."""
+        actor_key, sa_key, goal_key = jax.random.split(key, 3)
+        state = jnp.zeros((1, self.state_size))
+        goal = jnp.zeros((1, self.goal_size))
+        action = jnp.zeros((1, self.action_size))
+        return {
+            "actor": self.actor.init(actor_key, jnp.concatenate([state, goal], -1)),
+            "critic": {
+                "sa_encoder": self.sa_encoder.init(sa_key, jnp.concatenate([state, action], -1)),
+                "goal_encoder": self.goal_encoder.init(goal_key, goal),
+            },
+        }
+
+    def encode_state_action(self, critic_params: Params, state: jax.Array,
+                            action: jax.Array) -> jax.Array:
+        return self.sa_encoder.apply(critic_params["sa_encoder"],
+                                     jnp.concatenate([state, action], -1))
+
+    def encode_goal(self, critic_params: Params, goal: jax.Array) -> jax.Array:
+        return self.goal_encoder.apply(critic_params["goal_encoder"], goal)
+
+    def policy(self, actor_params: Params, state: jax.Array,
+               goal: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Mean and log-std of the pre-tanh Gaussian."""
+        out = self.actor.apply(actor_params, jnp.concatenate([state, goal], -1))
+        mean, raw_log_std = jnp.split(out, 2, axis=-1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw_log_std) + 1)
+        return mean, log_std
+
+
+def make_networks(*, state_size: int, goal_size: int, action_size: int, actor_depth: int,
+                  critic_depth: int, width: int, repr_dim: int, remat: bool = False,
+                  compute_dtype: jnp.dtype = jnp.float32) -> Networks:
+    def mlp(depth: int, out_dim: int) -> ResidualMLP:
+        return ResidualMLP(depth=depth, width=width, out_dim=out_dim, remat=remat,
+                           dtype=compute_dtype)
+
+    return Networks(
+        sa_encoder=mlp(critic_depth, repr_dim),
+        goal_encoder=mlp(critic_depth, repr_dim),
+        actor=mlp(actor_depth, 2 * action_size),
+        state_size=state_size,
+        goal_size=goal_size,
+        action_size=action_size,
+    )
+
+
+def sample_tanh_gaussian(key: jax.Array, mean: jax.Array,
+                         log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Reparameterised sample: returns (action = tanh(x), pre-tanh x)."""
+    x = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
+    return jnp.tanh(x), x

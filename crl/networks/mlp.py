@@ -1,0 +1,76 @@
+"""The residual MLP behind every network of crl.
+
+Input Dense -> LayerNorm -> Swish, then ``depth // 4`` residual blocks ``x + f(x)`` where ``f`` is
+four [Dense -> LayerNorm -> Swish], then an output Dense. The blocks' parameters are stacked along a
+leading axis and the stack is a ``scan``: one block is traced and compiled whatever the depth, so
+compile time does not grow with depth.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+LAYERS_PER_BLOCK = 4
+
+
+def kernel_init() -> nn.initializers.Initializer:
+    return nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+class DenseNormSwish(nn.Module):
+    width: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Dense(self.width, kernel_init=kernel_init(), dtype=self.dtype,
+                     param_dtype=jnp.float32)(x)
+        # LayerNorm statistics stay in float32 even when the matmuls run in bfloat16.
+        x = nn.LayerNorm(dtype=jnp.float32, param_dtype=jnp.float32)(x)
+        return nn.swish(x)
+
+
+class ResidualBlock(nn.Module):
+    """``x + f(x)``; the signature ``(carry, _) -> (carry, None)`` is what ``nn.scan`` expects."""
+
+    width: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, _: None) -> tuple[jax.Array, None]:
+        y = x
+        for _layer in range(LAYERS_PER_BLOCK):
+            y = DenseNormSwish(self.width, self.dtype)(y)
+        return x + y, None
+
+
+class ResidualMLP(nn.Module):
+    """Residual MLP of ``depth`` Dense layers inside its residual blocks (``depth % 4 == 0``).
+
+    ``remat`` recomputes each block's activations in the backward pass instead of storing them,
+    so activation memory is one block plus the residual stream, not the whole network.
+    """
+
+    depth: int
+    width: int
+    out_dim: int
+    remat: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.depth <= 0 or self.depth % LAYERS_PER_BLOCK:
+            raise ValueError(f"depth={self.depth} must be a positive multiple of 4")
+        x = DenseNormSwish(self.width, self.dtype, name="input")(x)
+        block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
+        blocks = nn.scan(
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            length=self.depth // LAYERS_PER_BLOCK,
+        )
+        x, _ = blocks(self.width, self.dtype, name="blocks")(x, None)
+        return nn.Dense(self.out_dim, kernel_init=kernel_init(), dtype=self.dtype,
+                        param_dtype=jnp.float32, name="output")(x).astype(jnp.float32)

@@ -1,0 +1,372 @@
+"""Contrastive RL training: ``python -m crl.train --env ant_maze --depth 1024``.
+
+The whole loop is pure functions over an explicit ``TrainState``. One epoch is one compiled call:
+a ``lax.scan`` over training steps, each of which collects an unroll from every env, appends it
+to the replay buffer, samples one window per env, relabels goals, shuffles, and runs SGD over
+the batches (actor and temperature, then critic). Everything runs under ``shard_map`` over a
+1-D device mesh: envs, replay and batches are split over devices, parameters are replicated and
+gradients averaged. One device is a mesh of size one.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from brax.envs.base import State
+from flax import struct
+from jax.sharding import Mesh, PartitionSpec
+
+from crl import buffer as replay
+from crl import losses, runs
+from crl.config import Config, ConfigError, fail, parse_args
+from crl.envs import get_spec
+from crl.envs.base import goal_distance, split_observation
+from crl.envs.wrappers import EpisodeBatch
+from crl.networks.agent import Networks, Params, make_networks, sample_tanh_gaussian
+
+AXIS = "data"  # the device mesh axis that envs, replay and batches are split over
+EASY_RADIUS = 2.0
+
+
+@struct.dataclass
+class TrainState:
+    params: Params  # {"actor": ..., "critic": {"sa_encoder": ..., "goal_encoder": ...}}
+    log_alpha: jax.Array
+    actor_opt: optax.OptState
+    critic_opt: optax.OptState
+    alpha_opt: optax.OptState
+    env_state: State  # leaves [num_envs, ...]
+    buffer: replay.ReplayBuffer
+    key: jax.Array
+
+
+class Trainer:
+    """Builds the pure functions of one configuration and compiles them over a device mesh."""
+
+    def __init__(self, config: Config, devices: list | None = None):
+        self.config = config
+        devices = devices if devices is not None else jax.devices()
+        self.mesh = Mesh(np.asarray(devices), (AXIS,))
+        self.num_devices = len(devices)
+        for name in ("num_envs", "batch_size", "num_eval_envs"):
+            if getattr(config, name) % self.num_devices:
+                raise ConfigError(f"{name}={getattr(config, name)} must divide by the "
+                                  f"{self.num_devices} devices")
+        spec = get_spec(config.env)
+        self.success_radius = spec.success_radius
+        self.goal_env = spec.make(config.backend)
+        self.env = EpisodeBatch(self.goal_env, config.episode_length)
+        eval_spec = get_spec(config.eval_env)
+        eval_goal_env = (self.goal_env if config.eval_env == config.env
+                         else eval_spec.make(config.backend if eval_spec.default_backend else None))
+        self.eval_env = EpisodeBatch(eval_goal_env, config.episode_length)
+        self.networks: Networks = make_networks(
+            state_size=self.goal_env.state_size, goal_size=self.goal_env.goal_size,
+            action_size=self.goal_env.action_size, actor_depth=config.actor_depth,
+            critic_depth=config.critic_depth, width=config.width, repr_dim=config.repr_dim,
+            remat=config.remat)
+        self.actor_optimizer = optax.adam(config.actor_lr)
+        self.critic_optimizer = optax.adam(config.critic_lr)
+        self.alpha_optimizer = optax.adam(config.alpha_lr)
+        self.target_entropy = (config.target_entropy if config.target_entropy is not None
+                               else -0.5 * self.goal_env.action_size)
+        self.local_envs = config.num_envs // self.num_devices
+        self.local_batch = config.batch_size // self.num_devices
+        self.local_eval_envs = config.num_eval_envs // self.num_devices
+
+    # ---------------------------------------------------------------- state and sharding
+    def state_specs(self) -> TrainState:
+        """Where each part of the state lives on the mesh (a prefix of TrainState)."""
+        replicated, by_env = PartitionSpec(), PartitionSpec(AXIS)
+        return TrainState(
+            params=replicated, log_alpha=replicated, actor_opt=replicated,
+            critic_opt=replicated, alpha_opt=replicated, env_state=by_env,
+            buffer=replay.ReplayBuffer(data=PartitionSpec(None, AXIS),
+                                       insert_position=replicated, size=replicated),
+            key=replicated)
+
+    def _sharded(self, fn: Callable, in_specs, out_specs, donate: bool = True) -> Callable:
+        mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs)
+        return jax.jit(mapped, donate_argnums=(0,) if donate else ())
+
+    def init(self, key: jax.Array) -> TrainState:
+        """Fresh parameters, optimiser states, envs and an empty replay buffer."""
+        return self._sharded(self._init_local, PartitionSpec(), self.state_specs(),
+                             donate=False)(key)
+
+    def _init_local(self, key: jax.Array) -> TrainState:
+        params_key, env_key, key = jax.random.split(key, 3)
+        params = self.networks.init(params_key)
+        log_alpha = jnp.zeros((), jnp.float32)
+        env_keys = jax.random.split(self._local_key(env_key), self.local_envs)
+        env_state = self.env.reset(env_keys)
+        example = self._transition(env_state, jnp.zeros((self.local_envs,
+                                                         self.goal_env.action_size)))
+        return TrainState(
+            params=params, log_alpha=log_alpha,
+            actor_opt=self.actor_optimizer.init(params["actor"]),
+            critic_opt=self.critic_optimizer.init(params["critic"]),
+            alpha_opt=self.alpha_optimizer.init(log_alpha),
+            env_state=env_state,
+            buffer=replay.init_buffer(example, self.config.max_replay_size),
+            key=key)
+
+    @staticmethod
+    def _local_key(key: jax.Array) -> jax.Array:
+        """A key that differs between devices (for what each device does with its own envs)."""
+        return jax.random.fold_in(key, jax.lax.axis_index(AXIS))
+
+    # ---------------------------------------------------------------- acting
+    def _transition(self, env_state: State, action: jax.Array) -> dict[str, jax.Array]:
+        state, _ = split_observation(env_state.obs, self.goal_env.state_size)
+        return {"state": state, "action": action, "traj_id": env_state.info["traj_id"]}
+
+    def _act(self, actor_params: Params, obs: jax.Array, key: jax.Array | None) -> jax.Array:
+        """Stochastic action, or the deterministic tanh(mean) when ``key`` is None."""
+        state, goal = split_observation(obs, self.goal_env.state_size)
+        mean, log_std = self.networks.policy(actor_params, state, goal)
+        return jnp.tanh(mean) if key is None else sample_tanh_gaussian(key, mean, log_std)[0]
+
+    def _collect(self, actor_params: Params, env_state: State,
+                 key: jax.Array) -> tuple[State, dict[str, jax.Array]]:
+        """``unroll_length`` steps of every local env: transitions ``[T, local_envs, ...]``."""
+        def env_step(env_state, step_key):
+            action = self._act(actor_params, env_state.obs, step_key)
+            return self.env.step(env_state, action), self._transition(env_state, action)
+
+        keys = jax.random.split(key, self.config.unroll_length)
+        return jax.lax.scan(env_step, env_state, keys)
+
+    def _collect_and_insert(self, state: TrainState) -> TrainState:
+        key, collect_key = jax.random.split(state.key)
+        env_state, transitions = self._collect(state.params["actor"], state.env_state,
+                                               self._local_key(collect_key))
+        return state.replace(env_state=env_state, buffer=replay.insert(state.buffer, transitions),
+                             key=key)
+
+    # ---------------------------------------------------------------- learning
+    def _sgd_step(self, state: TrainState, batch: dict[str, jax.Array],
+                  key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Actor and temperature update, then critic update, on one (local) batch."""
+        cfg, nets = self.config, self.networks
+        params = state.params
+        # The actor's noise is drawn for the global batch and sliced, so a run's numbers do
+        # not depend on how many devices share the batch.
+        noise = jax.random.normal(key, (cfg.batch_size, nets.action_size))
+        noise = jax.lax.dynamic_slice_in_dim(noise, jax.lax.axis_index(AXIS) * self.local_batch,
+                                             self.local_batch)
+        alpha = jnp.exp(state.log_alpha)
+
+        def actor_objective(actor_params):
+            mean, log_std = nets.policy(actor_params, batch["state"], batch["goal"])
+            pre_tanh = mean + jnp.exp(log_std) * noise
+            log_prob = losses.tanh_gaussian_log_prob(pre_tanh, mean, log_std)
+            phi = nets.encode_state_action(params["critic"], batch["state"], jnp.tanh(pre_tanh))
+            psi = nets.encode_goal(params["critic"], batch["goal"])
+            q = losses.energy_pairs(cfg.energy, phi, psi)
+            return losses.actor_loss(alpha, log_prob, q), log_prob
+
+        (actor_loss, log_prob), actor_grads = jax.value_and_grad(
+            actor_objective, has_aux=True)(params["actor"])
+        alpha_loss, alpha_grad = jax.value_and_grad(losses.temperature_loss)(
+            state.log_alpha, log_prob, self.target_entropy)
+
+        def critic_objective(critic_params):
+            phi = nets.encode_state_action(critic_params, batch["state"], batch["action"])
+            psi = nets.encode_goal(critic_params, batch["goal"])
+            # Contrast against the global batch: every device sees all representations.
+            phi = jax.lax.all_gather(phi, AXIS, tiled=True)
+            psi = jax.lax.all_gather(psi, AXIS, tiled=True)
+            return losses.critic_loss(cfg.energy, cfg.contrastive_loss, cfg.logsumexp_penalty,
+                                      phi, psi)
+
+        (_, critic_metrics), critic_grads = jax.value_and_grad(
+            critic_objective, has_aux=True)(params["critic"])
+
+        actor_grads, alpha_grad, critic_grads = jax.lax.pmean(
+            (actor_grads, alpha_grad, critic_grads), AXIS)
+        actor_updates, actor_opt = self.actor_optimizer.update(actor_grads, state.actor_opt)
+        critic_updates, critic_opt = self.critic_optimizer.update(critic_grads,
+                                                                  state.critic_opt)
+        alpha_update, alpha_opt = self.alpha_optimizer.update(alpha_grad, state.alpha_opt)
+        state = state.replace(
+            params={"actor": optax.apply_updates(params["actor"], actor_updates),
+                    "critic": optax.apply_updates(params["critic"], critic_updates)},
+            log_alpha=optax.apply_updates(state.log_alpha, alpha_update),
+            actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt)
+        metrics = {
+            "actor_loss": actor_loss, "alpha_loss": alpha_loss, "alpha": alpha,
+            "entropy": -jnp.mean(log_prob), **critic_metrics,
+        }
+        return state, jax.lax.pmean(metrics, AXIS)
+
+    def _training_step(self, state: TrainState, _: None) -> tuple[TrainState, dict]:
+        cfg = self.config
+        state = self._collect_and_insert(state)
+        key, window_key, relabel_key, shuffle_key, sgd_key = jax.random.split(state.key, 5)
+        windows = replay.sample_windows(state.buffer, self._local_key(window_key),
+                                        cfg.episode_length)
+        transitions = replay.relabel(self._local_key(relabel_key), windows,
+                                     self.goal_env.goal_indices, cfg.discount)
+        batches = replay.shuffle_into_batches(self._local_key(shuffle_key), transitions,
+                                              self.local_batch,
+                                              cfg.num_sgd_batches_per_training_step)
+        num_batches = jax.tree.leaves(batches)[0].shape[0]
+        sgd_keys = jax.random.split(sgd_key, num_batches)
+
+        def sgd(state, batch_and_key):
+            return self._sgd_step(state, *batch_and_key)
+
+        state, metrics = jax.lax.scan(sgd, state.replace(key=key), (batches, sgd_keys))
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    # ---------------------------------------------------------------- compiled entry points
+    @functools.cached_property
+    def prefill(self) -> Callable[[TrainState], TrainState]:
+        """Fill the replay buffer with ``min_replay_size`` steps per env (rounded up to whole
+        unrolls) from the initial policy."""
+        def prefill_local(state):
+            def unroll(state, _):
+                return self._collect_and_insert(state), None
+            return jax.lax.scan(unroll, state, None, self.config.prefill_unrolls)[0]
+
+        specs = self.state_specs()
+        return self._sharded(prefill_local, (specs,), specs)
+
+    @functools.cached_property
+    def train_epoch(self) -> Callable[[TrainState], tuple[TrainState, dict]]:
+        """``training_steps_per_epoch`` training steps; metrics averaged over the epoch."""
+        def epoch_local(state):
+            state, metrics = jax.lax.scan(self._training_step, state, None,
+                                          self.config.training_steps_per_epoch)
+            return state, jax.tree.map(jnp.mean, metrics)
+
+        specs = self.state_specs()
+        return self._sharded(epoch_local, (specs,), (specs, PartitionSpec()))
+
+    @functools.cached_property
+    def evaluate(self) -> Callable[[Params, jax.Array], dict[str, jax.Array]]:
+        """One episode on each of ``num_eval_envs`` fresh envs with the deterministic actor."""
+        def evaluate_local(actor_params, key):
+            env = self.eval_env
+            env_state = env.reset(jax.random.split(self._local_key(key), self.local_eval_envs))
+            state_size, goal_indices = env.state_size, env.goal_indices
+
+            def step(carry, _):
+                env_state, alive = carry
+                distance = goal_distance(env_state.obs, state_size, goal_indices)
+                next_state = env.step(env_state, self._act(actor_params, env_state.obs, None))
+                return ((next_state, alive & ~next_state.info["terminated"]),
+                        (distance, alive))
+
+            alive = jnp.ones(self.local_eval_envs, bool)
+            _, (distance, alive) = jax.lax.scan(step, (env_state, alive), None,
+                                                self.config.episode_length)
+            at_goal = (distance < self.success_radius) & alive
+            steps_alive = jnp.maximum(jnp.sum(alive, 0), 1)
+            metrics = {
+                "eval/success": jnp.mean(jnp.sum(at_goal, 0)),
+                "eval/success_any": jnp.mean(jnp.any(at_goal, 0)),
+                "eval/success_easy": jnp.mean(jnp.sum((distance < EASY_RADIUS) & alive, 0)),
+                "eval/dist": jnp.mean(jnp.sum(distance * alive, 0) / steps_alive),
+                "eval/episode_length": jnp.mean(jnp.sum(alive, 0)),
+            }
+            return jax.lax.pmean(jax.tree.map(lambda x: x.astype(jnp.float32), metrics), AXIS)
+
+        return self._sharded(evaluate_local, (PartitionSpec(), PartitionSpec()),
+                             PartitionSpec(), donate=False)
+
+
+def timed_compile(fn: Callable, *args) -> tuple[Callable, float]:
+    """Compile ``fn`` for ``args`` ahead of time; return the executable and seconds taken."""
+    start = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def enable_compile_cache(directory: str) -> None:
+    if directory:
+        jax.config.update("jax_compilation_cache_dir", str(Path(directory).expanduser()))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def train(config: Config, log: Callable[[str], None] = print) -> tuple[TrainState, list[dict]]:
+    """Run a whole (validated, resolved) configuration; write the run directory."""
+    path = runs.run_path(config)
+    runs.check_new_run(path)
+    enable_compile_cache(config.compile_cache)
+    trainer = Trainer(config)
+    state = trainer.init(jax.random.PRNGKey(config.seed))
+    runs.create_run(path, config)
+    log(f"run directory: {path}")
+    log(f"{config.env}: {config.num_envs} envs on {trainer.num_devices} device(s), "
+        f"{config.training_steps_per_epoch} training steps x "
+        f"{config.sgd_batches_per_training_step} SGD batches per epoch, "
+        f"{config.num_epochs} epochs")
+
+    prefill, prefill_compile_s = timed_compile(trainer.prefill, state)
+    train_epoch, epoch_compile_s = timed_compile(trainer.train_epoch, state)
+    eval_key = jax.random.PRNGKey(config.seed + 1)
+    evaluate, eval_compile_s = timed_compile(trainer.evaluate, state.params["actor"], eval_key)
+    log(f"compiled in {prefill_compile_s + epoch_compile_s + eval_compile_s:.1f}s "
+        f"(training epoch {epoch_compile_s:.1f}s)")
+
+    start = time.perf_counter()
+    state = prefill(state)
+    jax.block_until_ready(state)
+    prefill_s = time.perf_counter() - start
+    prefill_steps = config.prefill_unrolls * config.unroll_length * config.num_envs
+
+    progress = runs.Progress(config.num_epochs)
+    history = []
+    env_steps = prefill_steps
+    for epoch in range(1, config.num_epochs + 1):
+        start = time.perf_counter()
+        state, train_metrics = train_epoch(state)
+        train_metrics = jax.device_get(train_metrics)
+        train_s = time.perf_counter() - start
+        start = time.perf_counter()
+        eval_metrics = jax.device_get(evaluate(state.params["actor"],
+                                               jax.random.fold_in(eval_key, epoch)))
+        eval_s = time.perf_counter() - start
+        epoch_steps = config.training_steps_per_epoch * config.env_steps_per_training_step
+        env_steps += epoch_steps
+        metrics = {
+            "epoch": epoch, "env_steps": env_steps,
+            **{f"train/{k}": float(v) for k, v in train_metrics.items()},
+            **{k: float(v) for k, v in eval_metrics.items()},
+            "time/epoch_s": train_s, "time/eval_s": eval_s,
+            "time/env_steps_per_s": epoch_steps / train_s,
+            "time/sgd_steps_per_s": (config.training_steps_per_epoch
+                                     * config.sgd_batches_per_training_step / train_s),
+        }
+        if epoch == 1:
+            metrics.update({"time/compile_epoch_s": epoch_compile_s,
+                            "time/compile_prefill_s": prefill_compile_s,
+                            "time/compile_eval_s": eval_compile_s, "time/prefill_s": prefill_s})
+        runs.append_metrics(path, metrics)
+        history.append(metrics)
+        progress.update(epoch, env_steps - prefill_steps,
+                        {**metrics, "critic_loss": metrics["train/critic_loss"]})
+    return state, history
+
+
+def main(argv: list[str] | None = None) -> Any:
+    config = parse_args(argv)
+    try:
+        train(config)
+    except (ConfigError, FileExistsError) as error:
+        fail(str(error))
+
+
+if __name__ == "__main__":
+    main()
