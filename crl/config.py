@@ -179,9 +179,9 @@ def validate(config: Config) -> Config:
 PRESETS: dict[str, Config] = {
     # Learns point_u_maze on a 2-core CPU in a few minutes (the README's first run).
     "point_quick": Config(
-        env="point_u_maze", episode_length=100, depth=4, width=128, num_envs=32,
-        unroll_length=50, batch_size=256, min_replay_size=200, max_replay_size=2_000,
-        num_sgd_batches_per_training_step=10, total_env_steps=480_000, num_epochs=20,
+        env="point_u_maze", episode_length=100, depth=4, width=64, num_envs=128,
+        unroll_length=10, batch_size=128, min_replay_size=100, max_replay_size=1_000,
+        num_sgd_batches_per_training_step=80, total_env_steps=1_000_000, num_epochs=20,
         num_eval_envs=64),
 }
 

@@ -326,8 +326,18 @@ def train(config: Config, log: Callable[[str], None] = print) -> tuple[TrainStat
     prefill_s = time.perf_counter() - start
     prefill_steps = config.prefill_unrolls * config.unroll_length * config.num_envs
 
+    # Epoch 0: the initial policy, the baseline of every learning curve.
+    initial = jax.device_get(evaluate(state.params["actor"], jax.random.fold_in(eval_key, 0)))
+    history = [{"epoch": 0, "env_steps": prefill_steps,
+                **{k: float(v) for k, v in initial.items()},
+                "time/compile_epoch_s": epoch_compile_s,
+                "time/compile_prefill_s": prefill_compile_s,
+                "time/compile_eval_s": eval_compile_s, "time/prefill_s": prefill_s}]
+    runs.append_metrics(path, history[0])
+    log(f"initial policy: eval/success={initial['eval/success']:.3g} "
+        f"eval/success_any={initial['eval/success_any']:.3g}")
+
     progress = runs.Progress(config.num_epochs)
-    history = []
     env_steps = prefill_steps
     for epoch in range(1, config.num_epochs + 1):
         start = time.perf_counter()
@@ -349,10 +359,6 @@ def train(config: Config, log: Callable[[str], None] = print) -> tuple[TrainStat
             "time/sgd_steps_per_s": (config.training_steps_per_epoch
                                      * config.sgd_batches_per_training_step / train_s),
         }
-        if epoch == 1:
-            metrics.update({"time/compile_epoch_s": epoch_compile_s,
-                            "time/compile_prefill_s": prefill_compile_s,
-                            "time/compile_eval_s": eval_compile_s, "time/prefill_s": prefill_s})
         runs.append_metrics(path, metrics)
         history.append(metrics)
         progress.update(epoch, env_steps - prefill_steps,

@@ -14,7 +14,6 @@ from brax.envs.base import State, Wrapper
 
 from crl.envs.base import GoalEnv
 
-
 _OWN_INFO = ("steps", "traj_id", "rng", "terminated")
 
 

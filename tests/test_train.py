@@ -1,0 +1,99 @@
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from crl import runs
+from crl.config import PRESETS, Config, validate
+from crl.train import Trainer, train
+
+TINY = Config(env="point_u_maze", depth=4, width=32, repr_dim=16, num_envs=8, batch_size=32,
+              episode_length=25, unroll_length=10, min_replay_size=25, max_replay_size=200,
+              num_sgd_batches_per_training_step=4, total_env_steps=8 * 25 + 2 * 3 * 80,
+              num_epochs=2, num_eval_envs=8, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, compile_cache):
+    config = validate(dataclasses.replace(TINY, run_dir=str(tmp_path_factory.mktemp("runs")),
+                                          run_name="tiny", compile_cache=compile_cache))
+    state, history = train(config, log=lambda _: None)
+    return config, state, history, runs.run_path(config)
+
+
+def test_run_directory_holds_config_and_one_metrics_line_per_epoch(tiny_run):
+    config, _, history, path = tiny_run
+    assert runs.load_config(path) == config
+    lines = runs.read_metrics(path)
+    assert lines == json.loads(json.dumps(history))
+    assert [m["epoch"] for m in lines] == [0, 1, 2]
+    per_epoch = config.training_steps_per_epoch * config.env_steps_per_training_step
+    prefill = config.prefill_unrolls * config.unroll_length * config.num_envs
+    assert [m["env_steps"] for m in lines] == [prefill + e * per_epoch for e in range(3)]
+    for metrics in lines[1:]:
+        for key in ("eval/success", "eval/success_any", "eval/success_easy", "eval/dist",
+                    "train/critic_loss", "train/actor_loss", "train/alpha", "train/entropy",
+                    "time/env_steps_per_s", "time/sgd_steps_per_s"):
+            assert math.isfinite(metrics[key]), key
+        assert 0 <= metrics["eval/success_any"] <= 1
+        assert 0 <= metrics["eval/success"] <= metrics["eval/success_easy"] <= 25
+    assert lines[0]["time/compile_epoch_s"] > 0
+
+
+def test_training_moves_every_parameter_and_keeps_float32(tiny_run):
+    config, state, _, _ = tiny_run
+    initial = Trainer(config).init(jax.random.PRNGKey(config.seed))
+
+    def changed(a, b):
+        assert a.dtype == np.float32 and np.all(np.isfinite(a))
+        return not np.allclose(a, b)
+
+    moved = jax.tree.leaves(jax.tree.map(changed, state.params, initial.params))
+    assert all(moved)
+    assert float(state.log_alpha) < 0  # the temperature adapts from log_alpha = 0
+    inserted = (config.prefill_unrolls + 2 * config.training_steps_per_epoch) * config.unroll_length
+    assert int(state.buffer.size) == min(config.max_replay_size, inserted)
+
+
+def test_a_new_run_never_overwrites_an_existing_one(tiny_run):
+    config, _, _, path = tiny_run
+    before = {f.name: f.read_bytes() for f in path.iterdir()}
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(config, log=lambda _: None)
+    assert {f.name: f.read_bytes() for f in path.iterdir()} == before
+
+
+@pytest.mark.slow
+def test_point_u_maze_learns(tmp_path, compile_cache):
+    """A shortened version of the README's first run: success rises from the initial policy's
+    level to at least one half of the episodes."""
+    config = validate(dataclasses.replace(PRESETS["point_quick"], total_env_steps=500_000,
+                                          num_epochs=10, run_dir=str(tmp_path),
+                                          compile_cache=compile_cache))
+    _, history = train(config, log=print)
+    initial = history[0]["eval/success_any"]
+    best = max(m["eval/success_any"] for m in history[-4:])
+    print("success_any by epoch:", [round(m["eval/success_any"], 3) for m in history])
+    assert best >= 0.5 and best >= initial + 0.2
+
+
+@pytest.mark.slow
+def test_ant_maze_trains_one_epoch_from_the_command_line(tmp_path, compile_cache):
+    args = ["--env", "ant_maze", "--depth", "8", "--width", "32", "--num-envs", "2",
+            "--batch-size", "16", "--episode-length", "20", "--unroll-length", "10",
+            "--min-replay-size", "20", "--max-replay-size", "100",
+            "--num-sgd-batches-per-training-step", "2", "--total-env-steps", "80",
+            "--num-epochs", "1", "--num-eval-envs", "2", "--run-dir", str(tmp_path),
+            "--run-name", "ant", "--compile-cache", compile_cache]
+    result = subprocess.run([sys.executable, "-m", "crl.train", *args], capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = runs.read_metrics(tmp_path / "ant")
+    assert [m["epoch"] for m in lines] == [0, 1]
+    assert math.isfinite(lines[1]["train/critic_loss"])
+    assert 0 <= lines[1]["eval/dist"] < 100
