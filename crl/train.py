@@ -107,7 +107,7 @@ class Trainer:
         params = self.networks.init(params_key)
         log_alpha = jnp.zeros((), jnp.float32)
         env_keys = jax.random.split(self._local_key(env_key), self.local_envs)
-        env_state = self.env.reset(env_keys)
+        env_state = self._per_device(self.env.reset(env_keys))
         example = self._transition(env_state, jnp.zeros((self.local_envs,
                                                          self.goal_env.action_size)))
         return TrainState(
@@ -118,6 +118,17 @@ class Trainer:
             env_state=env_state,
             buffer=replay.init_buffer(example, self.config.max_replay_size),
             key=key)
+
+    @staticmethod
+    def _per_device(tree: Any) -> Any:
+        """Type every leaf as differing between devices. An env reset can leave some leaves
+        (a constant reward, say) typed device-invariant, and a scan carry must keep its type."""
+        def cast(x):
+            try:
+                return jax.lax.pcast(x, (AXIS,), to="varying")
+            except ValueError:  # already per-device
+                return x
+        return jax.tree.map(cast, tree)
 
     @staticmethod
     def _local_key(key: jax.Array) -> jax.Array:
@@ -155,7 +166,11 @@ class Trainer:
     # ---------------------------------------------------------------- learning
     def _sgd_step(self, state: TrainState, batch: dict[str, jax.Array],
                   key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-        """Actor and temperature update, then critic update, on one (local) batch."""
+        """Actor and temperature update, then critic update, on one batch split over devices.
+
+        Every loss is averaged over the device axis before differentiation, so the gradients
+        of the (replicated) parameters are those of the global batch on every device.
+        """
         cfg, nets = self.config, self.networks
         params = state.params
         # The actor's noise is drawn for the global batch and sliced, so a run's numbers do
@@ -172,12 +187,11 @@ class Trainer:
             phi = nets.encode_state_action(params["critic"], batch["state"], jnp.tanh(pre_tanh))
             psi = nets.encode_goal(params["critic"], batch["goal"])
             q = losses.energy_pairs(cfg.energy, phi, psi)
-            return losses.actor_loss(alpha, log_prob, q), log_prob
+            return jax.lax.pmean(losses.actor_loss(alpha, log_prob, q), AXIS), log_prob
 
-        (actor_loss, log_prob), actor_grads = jax.value_and_grad(
-            actor_objective, has_aux=True)(params["actor"])
-        alpha_loss, alpha_grad = jax.value_and_grad(losses.temperature_loss)(
-            state.log_alpha, log_prob, self.target_entropy)
+        def temperature_objective(log_alpha, log_prob):
+            return jax.lax.pmean(
+                losses.temperature_loss(log_alpha, log_prob, self.target_entropy), AXIS)
 
         def critic_objective(critic_params):
             phi = nets.encode_state_action(critic_params, batch["state"], batch["action"])
@@ -185,14 +199,17 @@ class Trainer:
             # Contrast against the global batch: every device sees all representations.
             phi = jax.lax.all_gather(phi, AXIS, tiled=True)
             psi = jax.lax.all_gather(psi, AXIS, tiled=True)
-            return losses.critic_loss(cfg.energy, cfg.contrastive_loss, cfg.logsumexp_penalty,
-                                      phi, psi)
+            loss, metrics = losses.critic_loss(cfg.energy, cfg.contrastive_loss,
+                                               cfg.logsumexp_penalty, phi, psi)
+            return jax.lax.pmean(loss, AXIS), metrics
 
+        (actor_loss, log_prob), actor_grads = jax.value_and_grad(
+            actor_objective, has_aux=True)(params["actor"])
+        alpha_loss, alpha_grad = jax.value_and_grad(temperature_objective)(state.log_alpha,
+                                                                           log_prob)
         (_, critic_metrics), critic_grads = jax.value_and_grad(
             critic_objective, has_aux=True)(params["critic"])
 
-        actor_grads, alpha_grad, critic_grads = jax.lax.pmean(
-            (actor_grads, alpha_grad, critic_grads), AXIS)
         actor_updates, actor_opt = self.actor_optimizer.update(actor_grads, state.actor_opt)
         critic_updates, critic_opt = self.critic_optimizer.update(critic_grads,
                                                                   state.critic_opt)
@@ -268,7 +285,8 @@ class Trainer:
                         (distance, alive))
 
             alive = jnp.ones(self.local_eval_envs, bool)
-            _, (distance, alive) = jax.lax.scan(step, (env_state, alive), None,
+            carry = self._per_device((env_state, alive))
+            _, (distance, alive) = jax.lax.scan(step, carry, None,
                                                 self.config.episode_length)
             at_goal = (distance < self.success_radius) & alive
             steps_alive = jnp.maximum(jnp.sum(alive, 0), 1)
