@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import Any
 
 from crl import envs
 from crl.losses import CONTRASTIVE_LOSSES, ENERGIES
@@ -71,6 +72,20 @@ class Config:
     """Run directory name; default: <env>_d<depth>_s<seed>_<time>."""
     compile_cache: str = "~/.cache/crl/jax"
     """JAX persistent compilation cache directory ('' disables it)."""
+    checkpoint_every: int = 1
+    """Checkpoint every N epochs, after the prefill and after the last epoch (docs/runs.md)."""
+    keep_checkpoints: int = 2
+    """How many of the most recent checkpoints to keep."""
+    checkpoint_buffer: bool = True
+    """Keep the replay buffer in checkpoints, as an exact resume needs (docs/runs.md)."""
+    render: bool = True
+    """At the end of the run, save a rollout of the deterministic policy in <run>/render/."""
+    wandb: bool = False
+    """Also log to Weights & Biases (WANDB_MODE=offline works without an account)."""
+    wandb_project: str = "crl"
+    wandb_entity: str | None = None
+    wandb_group: str | None = None
+    wandb_tags: tuple[str, ...] = ()
 
     def resolved(self) -> Config:
         """The config with every default that depends on the env or on `depth` filled in."""
@@ -137,7 +152,8 @@ def validate(config: Config) -> Config:
                           f"{', '.join(CONTRASTIVE_LOSSES)}")
     positive = ("width", "repr_dim", "batch_size", "num_envs", "unroll_length", "max_replay_size",
                 "min_replay_size", "num_sgd_batches_per_training_step", "total_env_steps",
-                "num_epochs", "num_eval_envs", "episode_length")
+                "num_epochs", "num_eval_envs", "episode_length", "checkpoint_every",
+                "keep_checkpoints")
     for name in positive:
         value = getattr(config, name)
         if value is not None and value <= 0:
@@ -202,7 +218,56 @@ def parse_args(argv: list[str] | None = None) -> Config:
         del argv[at:at + 2]
     config = tyro.cli(Config, default=default, args=argv,
                       description="Train a goal-conditioned contrastive RL agent. "
-                                  f"--preset NAME starts from a preset ({', '.join(PRESETS)}).")
+                                  f"--preset NAME starts from a preset ({', '.join(PRESETS)}); "
+                                  "--resume RUN_DIR continues a run (docs/runs.md).")
+    try:
+        return validate(config)
+    except ConfigError as error:
+        fail(str(error))
+
+
+# Fields a resumed run cannot change: they fix the shapes of the saved state, or (env, seed)
+# what the run is.
+FIXED_ON_RESUME = ("env", "backend", "depth", "actor_depth", "critic_depth", "width", "repr_dim",
+                   "num_envs", "max_replay_size", "seed")
+
+
+def fixed_field_changes(saved: Config, requested: Config) -> list[str]:
+    """``name old -> new`` for every field of FIXED_ON_RESUME that differs."""
+    return [f"{name} {getattr(saved, name)!r} -> {getattr(requested, name)!r}"
+            for name in FIXED_ON_RESUME if getattr(saved, name) != getattr(requested, name)]
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """The inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to tuples)."""
+    unknown = sorted(set(values) - {field.name for field in dataclasses.fields(Config)})
+    if unknown:
+        raise ConfigError(f"unknown config fields {', '.join(unknown)} (written by another "
+                          "version of crl?)")
+    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def parse_resume_args(saved: Config, argv: list[str]) -> Config:
+    """Parse the options given with ``--resume RUN``: every field defaults to the run's own value.
+
+    Changing ``num_epochs`` alone keeps the length of an epoch (``total_env_steps`` follows), so
+    ``--num-epochs 200`` extends a 100-epoch run by 100 epochs like the first ones. Fields of
+    FIXED_ON_RESUME are checked against the checkpoint when the run is resumed.
+    """
+    import tyro
+
+    for flag in ("--preset", "--run-dir", "--run-name"):
+        if any(arg == flag or arg.startswith(flag + "=") for arg in argv):
+            fail(f"{flag} cannot be combined with --resume: the run directory names the run "
+                 "and holds its configuration")
+    config = tyro.cli(Config, default=saved, args=argv,
+                      description="Resume a run: options given here change the run's saved "
+                                  "configuration (see docs/runs.md).")
+    if config.num_epochs != saved.num_epochs and config.total_env_steps == saved.total_env_steps:
+        config = dataclasses.replace(config, total_env_steps=(
+            saved.min_replay_size * saved.num_envs
+            + config.num_epochs * saved.training_steps_per_epoch
+            * saved.env_steps_per_training_step))
     try:
         return validate(config)
     except ConfigError as error:

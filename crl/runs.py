@@ -1,19 +1,32 @@
-"""Run directories: the resolved config, one JSON line of metrics per epoch, console progress."""
+"""Run directories: the resolved config, one JSON line of metrics per epoch, console progress.
+
+A run directory holds ``config.json`` (the configuration, rewritten when a resume changes it),
+``metrics.jsonl`` (one line per epoch; epoch 0 is the initial policy), ``checkpoints/`` (see
+crl/checkpoint.py), ``render/`` and, with --wandb, ``wandb/`` and ``wandb_id``. The layout is
+described in docs/runs.md.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import os
+import secrets
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from crl.config import Config
+from crl.config import Config, ConfigError, config_from_dict, parse_resume_args
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+WANDB_ID_FILE = "wandb_id"
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used as asked; the message is one line."""
 
 
 def default_run_name(config: Config) -> str:
@@ -30,17 +43,44 @@ def check_new_run(path: Path) -> None:
     """Refuse to start a new run over an existing one's files."""
     if path.exists() and any(path.iterdir()):
         raise FileExistsError(f"run directory {path} already holds a run; choose another "
-                              "--run-name or remove it")
+                              f"--run-name, remove it, or continue it with --resume {path}")
 
 
 def create_run(path: Path, config: Config) -> None:
     check_new_run(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    write_config(path, config)
+
+
+def write_text_atomically(file: Path, text: str) -> None:
+    """Replace ``file`` in one rename, so a crash leaves either the old or the new text."""
+    partial = file.with_name(file.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, file)
+
+
+def write_config(path: Path, config: Config) -> None:
+    write_text_atomically(path / CONFIG_FILE, json.dumps(dataclasses.asdict(config), indent=2)
+                          + "\n")
 
 
 def load_config(path: Path) -> Config:
-    return Config(**json.loads((Path(path) / CONFIG_FILE).read_text()))
+    file = Path(path) / CONFIG_FILE
+    if not file.is_file():
+        raise RunError(f"no run at {path}: {file} does not exist")
+    try:
+        return config_from_dict(json.loads(file.read_text()))
+    except (json.JSONDecodeError, ConfigError, TypeError) as error:
+        raise RunError(f"{file} is not a readable crl configuration: {error}") from None
+
+
+def resume_config(path: Path, argv: list[str]) -> Config:
+    """The configuration of ``python -m crl.train --resume PATH [options]``: the run's own,
+    changed by the options given, located at ``path`` (the run may have been moved)."""
+    path = Path(path).expanduser()
+    saved = load_config(path)
+    config = parse_resume_args(saved, argv)
+    return dataclasses.replace(config, run_dir=str(path.parent), run_name=path.name)
 
 
 def append_metrics(path: Path, metrics: dict[str, Any]) -> None:
@@ -53,26 +93,55 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in file.read_text().splitlines() if line]
 
 
-class Progress:
-    """One console line per epoch: a bar, env steps/s over the training so far, time left."""
+def truncate_metrics(path: Path, last_epoch: int) -> list[dict[str, Any]]:
+    """Keep the lines of epochs up to ``last_epoch`` (a resumed run redoes the later ones) and
+    return them. A line cut short by a killed process is dropped too."""
+    file = Path(path) / METRICS_FILE
+    kept, text = [], []
+    for line in (file.read_text().splitlines() if file.exists() else []):
+        try:
+            metrics = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if metrics["epoch"] <= last_epoch:
+            kept.append(metrics)
+            text.append(line + "\n")
+    write_text_atomically(file, "".join(text))
+    return kept
 
-    def __init__(self, total_epochs: int, stream=sys.stderr):
+
+def wandb_run_id(path: Path) -> str:
+    """The run's Weights & Biases id, created on first use: a resumed run logs to the same one."""
+    file = Path(path) / WANDB_ID_FILE
+    if not file.exists():
+        write_text_atomically(file, secrets.token_hex(4) + "\n")
+    return file.read_text().strip()
+
+
+class Progress:
+    """One console line per epoch: a bar, env steps/s since the (re)start, time left."""
+
+    def __init__(self, total_epochs: int, first_epoch: int = 0, first_env_steps: int = 0,
+                 stream=sys.stderr):
         self.total = total_epochs
+        self.first_epoch, self.first_env_steps = first_epoch, first_env_steps
         self.stream = stream
         self.started = time.monotonic()
 
     def update(self, epoch: int, env_steps: int, metrics: dict[str, Any]) -> None:
         elapsed = time.monotonic() - self.started
-        done = epoch / self.total
+        done = (epoch - self.first_epoch) / max(self.total - self.first_epoch, 1)
         width = 20
-        bar = "#" * round(done * width) + "-" * (width - round(done * width))
+        filled = round(epoch / self.total * width)
+        bar = "#" * filled + "-" * (width - filled)
         left = elapsed / done * (1 - done) if done else math.inf
         shown = " ".join(f"{k.split('/')[-1]}={metrics[k]:.3g}" for k in
-                         ("eval/success", "eval/success_any", "eval/dist", "critic_loss")
+                         ("eval/success", "eval/success_any", "eval/dist", "train/critic_loss")
                          if k in metrics)
+        rate = (env_steps - self.first_env_steps) / max(elapsed, 1e-9)
         print(f"[{bar}] epoch {epoch}/{self.total} | {env_steps:,} env steps | "
-              f"{env_steps / max(elapsed, 1e-9):,.0f} steps/s | left {_duration(left)} | "
-              f"{shown}", file=self.stream, flush=True)
+              f"{rate:,.0f} steps/s | left {_duration(left)} | {shown}", file=self.stream,
+              flush=True)
 
 
 def _duration(seconds: float) -> str:

@@ -10,7 +10,10 @@ gradients averaged. One device is a mesh of size one.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,11 +29,20 @@ from jax.sharding import Mesh, PartitionSpec
 
 from crl import buffer as replay
 from crl import losses, runs
+from crl.checkpoint import CHECKPOINT_DIR, Checkpoints, Meta, directory_size
 from crl.config import Config, ConfigError, fail, parse_args
+from crl.divergence import Diverged, first_non_finite
 from crl.envs import get_spec
 from crl.envs.base import goal_distance, split_observation
 from crl.envs.wrappers import EpisodeBatch
 from crl.networks.agent import Networks, Params, make_networks, sample_tanh_gaussian
+from crl.preemption import Preempted, PreemptionWatch
+from crl.render import render_policy
+from crl.tracking import WandbRun
+
+# Exit codes of `python -m crl.train` (2: invalid input, before anything is written).
+EXIT_PREEMPTED = 3  # stopped by SIGTERM/SIGUSR1 after checkpointing: resume with --resume
+EXIT_DIVERGED = 4  # a non-finite loss or parameter: the last good checkpoint is kept
 
 AXIS = "data"  # the device mesh axis that envs, replay and batches are split over
 EASY_RADIUS = 2.0
@@ -317,79 +329,222 @@ def enable_compile_cache(directory: str) -> None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def train(config: Config, log: Callable[[str], None] = print) -> tuple[TrainState, list[dict]]:
-    """Run a whole (validated, resolved) configuration; write the run directory."""
+def evaluation_key(config: Config, epoch: int) -> jax.Array:
+    """The key of the evaluation after ``epoch``: a function of the seed and the epoch only, so
+    that a resumed run and ``crl.evaluate`` see the episodes the run saw."""
+    return jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), epoch)
+
+
+class _RunRecord:
+    """Where a run's progress goes: metrics.jsonl, the console, wandb, and checkpoints."""
+
+    def __init__(self, path: Path, config: Config, checkpoints: Checkpoints,
+                 history: list[dict], last_checkpoint: int | None,
+                 log: Callable[[str], None]):
+        self.path, self.config, self.checkpoints = path, config, checkpoints
+        self.history, self.last_checkpoint, self.log = history, last_checkpoint, log
+        self.saved_once = False
+        self.wandb = WandbRun(path, config, history) if config.wandb else None
+
+    def metrics(self, metrics: dict[str, Any]) -> None:
+        runs.append_metrics(self.path, metrics)
+        self.history.append(metrics)
+        if self.wandb:
+            self.wandb.log(metrics)
+
+    def checkpoint(self, state: TrainState, epoch: int, env_steps: int) -> None:
+        meta = Meta(epoch=epoch, env_steps=env_steps, has_buffer=self.config.checkpoint_buffer,
+                    config=dataclasses.asdict(self.config))
+        seconds = self.checkpoints.save(state, meta)
+        if not self.saved_once:
+            size = directory_size(self.checkpoints.directory / str(epoch))
+            self.log(f"checkpoint of epoch {epoch}: {size / 2**20:.1f} MiB written in "
+                     f"{seconds:.1f}s to {self.checkpoints.directory}")
+        self.last_checkpoint, self.saved_once = epoch, True
+
+    def close(self, error: BaseException | None) -> None:
+        self.checkpoints.close()
+        if self.wandb:
+            self.wandb.finish(preempted=isinstance(error, Preempted),
+                              failed=error is not None and not isinstance(error, Preempted))
+
+
+def _open_run(config: Config, path: Path, resume: bool, trainer: Trainer,
+              log: Callable[[str], None]) -> tuple[TrainState, Meta | None, _RunRecord]:
+    """A new run directory and state, or the state of the latest checkpoint of ``path``."""
+    if resume:
+        if not (path / runs.CONFIG_FILE).is_file():
+            raise runs.RunError(f"no run to resume at {path}: {path / runs.CONFIG_FILE} does not "
+                                "exist")
+        if not (path / CHECKPOINT_DIR).is_dir():
+            raise runs.RunError(f"{path} has no checkpoints: nothing to resume")
+        checkpoints = Checkpoints(path, keep=config.keep_checkpoints)
+        state, meta = checkpoints.restore_latest(trainer, log)
+        if meta.epoch >= config.num_epochs:
+            checkpoints.close()
+            raise runs.RunError(f"{path} has finished its {config.num_epochs} epochs; to train "
+                                f"it longer, resume with --num-epochs N (N > {meta.epoch})")
+        history = runs.truncate_metrics(path, meta.epoch)
+        runs.write_config(path, config)
+        log(f"resuming {path} after epoch {meta.epoch} ({meta.env_steps:,} env steps)")
+    else:
+        state, meta, history = trainer.init(jax.random.PRNGKey(config.seed)), None, []
+        runs.create_run(path, config)
+        checkpoints = Checkpoints(path, keep=config.keep_checkpoints)
+        log(f"run directory: {path}")
+    try:
+        record = _RunRecord(path, config, checkpoints, history,
+                            meta.epoch if meta else None, log)
+    except Exception as error:  # wandb could not start (no account, no network, ...)
+        checkpoints.close()
+        if not resume:
+            shutil.rmtree(path)  # created above, holds nothing yet
+        raise runs.RunError(f"wandb: {str(error).strip().splitlines()[0]}") from error
+    return state, meta, record
+
+
+def train(config: Config, log: Callable[[str], None] = print,
+          resume: bool = False) -> tuple[TrainState, list[dict]]:
+    """Run a whole (validated, resolved) configuration and write its run directory; with
+    ``resume``, continue the run in that directory from its latest checkpoint.
+
+    Returns the final state and every epoch's metrics. Raises Preempted (after a checkpoint)
+    on SIGTERM or SIGUSR1, and Diverged on a non-finite loss or parameter.
+    """
     path = runs.run_path(config)
-    runs.check_new_run(path)
+    if not resume:
+        runs.check_new_run(path)
+        config = dataclasses.replace(config, run_name=path.name)
     enable_compile_cache(config.compile_cache)
     trainer = Trainer(config)
-    state = trainer.init(jax.random.PRNGKey(config.seed))
-    runs.create_run(path, config)
-    log(f"run directory: {path}")
+    with PreemptionWatch() as watch:
+        state, meta, record = _open_run(config, path, resume, trainer, log)
+        error = None
+        try:
+            state = _train_epochs(trainer, state, meta, record, watch, log)
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            record.close(error)
+    return state, record.history
+
+
+def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None, record: _RunRecord,
+                  watch: PreemptionWatch, log: Callable[[str], None]) -> TrainState:
+    config, path = trainer.config, record.path
     log(f"{config.env}: {config.num_envs} envs on {trainer.num_devices} device(s), "
         f"{config.training_steps_per_epoch} training steps x "
         f"{config.sgd_batches_per_training_step} SGD batches per epoch, "
         f"{config.num_epochs} epochs")
-
-    prefill, prefill_compile_s = timed_compile(trainer.prefill, state)
+    fill_buffer = meta is None or not meta.has_buffer
+    if fill_buffer:
+        prefill, prefill_compile_s = timed_compile(trainer.prefill, state)
     train_epoch, epoch_compile_s = timed_compile(trainer.train_epoch, state)
-    eval_key = jax.random.PRNGKey(config.seed + 1)
-    evaluate, eval_compile_s = timed_compile(trainer.evaluate, state.params["actor"], eval_key)
-    log(f"compiled in {prefill_compile_s + epoch_compile_s + eval_compile_s:.1f}s "
+    evaluate, eval_compile_s = timed_compile(trainer.evaluate, state.params["actor"],
+                                             evaluation_key(config, 0))
+    log(f"compiled in {epoch_compile_s + eval_compile_s:.1f}s plus "
+        f"{prefill_compile_s if fill_buffer else 0:.1f}s for the prefill "
         f"(training epoch {epoch_compile_s:.1f}s)")
 
-    start = time.perf_counter()
-    state = prefill(state)
-    jax.block_until_ready(state)
-    prefill_s = time.perf_counter() - start
     prefill_steps = config.prefill_unrolls * config.unroll_length * config.num_envs
+    if fill_buffer:
+        start = time.perf_counter()
+        state = prefill(state)
+        jax.block_until_ready(state)
+        prefill_s = time.perf_counter() - start
+    if meta is None:
+        epoch, env_steps = 0, prefill_steps
+        # Epoch 0: the initial policy, the baseline of every learning curve.
+        initial = jax.device_get(evaluate(state.params["actor"], evaluation_key(config, 0)))
+        record.metrics({"epoch": 0, "env_steps": env_steps,
+                        **{k: float(v) for k, v in initial.items()},
+                        "time/compile_epoch_s": epoch_compile_s,
+                        "time/compile_prefill_s": prefill_compile_s,
+                        "time/compile_eval_s": eval_compile_s, "time/prefill_s": prefill_s})
+        log(f"initial policy: eval/success={initial['eval/success']:.3g} "
+            f"eval/success_any={initial['eval/success_any']:.3g}")
+        record.checkpoint(state, 0, env_steps)
+    else:
+        epoch, env_steps = meta.epoch, meta.env_steps
+        if fill_buffer:
+            env_steps += prefill_steps
+            log(f"the checkpoint has no replay buffer: refilled it with {prefill_steps:,} env "
+                "steps of the current policy (the run is no longer an exact continuation)")
 
-    # Epoch 0: the initial policy, the baseline of every learning curve.
-    initial = jax.device_get(evaluate(state.params["actor"], jax.random.fold_in(eval_key, 0)))
-    history = [{"epoch": 0, "env_steps": prefill_steps,
-                **{k: float(v) for k, v in initial.items()},
-                "time/compile_epoch_s": epoch_compile_s,
-                "time/compile_prefill_s": prefill_compile_s,
-                "time/compile_eval_s": eval_compile_s, "time/prefill_s": prefill_s}]
-    runs.append_metrics(path, history[0])
-    log(f"initial policy: eval/success={initial['eval/success']:.3g} "
-        f"eval/success_any={initial['eval/success_any']:.3g}")
-
-    progress = runs.Progress(config.num_epochs)
-    env_steps = prefill_steps
-    for epoch in range(1, config.num_epochs + 1):
+    progress = runs.Progress(config.num_epochs, epoch, env_steps)
+    epoch_steps = config.training_steps_per_epoch * config.env_steps_per_training_step
+    while watch.received is None and epoch < config.num_epochs:
+        epoch += 1
         start = time.perf_counter()
         state, train_metrics = train_epoch(state)
-        train_metrics = jax.device_get(train_metrics)
+        train_metrics = {f"train/{k}": float(v) for k, v in jax.device_get(train_metrics).items()}
         train_s = time.perf_counter() - start
+        non_finite = first_non_finite(train_metrics, {"params": state.params,
+                                                      "log_alpha": state.log_alpha})
+        if non_finite:
+            raise Diverged(epoch, non_finite, record.last_checkpoint)
         start = time.perf_counter()
         eval_metrics = jax.device_get(evaluate(state.params["actor"],
-                                               jax.random.fold_in(eval_key, epoch)))
+                                               evaluation_key(config, epoch)))
         eval_s = time.perf_counter() - start
-        epoch_steps = config.training_steps_per_epoch * config.env_steps_per_training_step
         env_steps += epoch_steps
         metrics = {
-            "epoch": epoch, "env_steps": env_steps,
-            **{f"train/{k}": float(v) for k, v in train_metrics.items()},
+            "epoch": epoch, "env_steps": env_steps, **train_metrics,
             **{k: float(v) for k, v in eval_metrics.items()},
             "time/epoch_s": train_s, "time/eval_s": eval_s,
             "time/env_steps_per_s": epoch_steps / train_s,
             "time/sgd_steps_per_s": (config.training_steps_per_epoch
                                      * config.sgd_batches_per_training_step / train_s),
         }
-        runs.append_metrics(path, metrics)
-        history.append(metrics)
-        progress.update(epoch, env_steps - prefill_steps,
-                        {**metrics, "critic_loss": metrics["train/critic_loss"]})
-    return state, history
+        record.metrics(metrics)
+        progress.update(epoch, env_steps, metrics)
+        if (epoch % config.checkpoint_every == 0 or epoch == config.num_epochs
+                or watch.received):
+            record.checkpoint(state, epoch, env_steps)
+    if watch.received:
+        if record.last_checkpoint != epoch:
+            record.checkpoint(state, epoch, env_steps)
+        raise Preempted(epoch, watch.received, str(path))
+    if config.render:
+        try:
+            render_policy(trainer, state.params["actor"], path / "render", epoch,
+                          evaluation_key(config, epoch), log=log)
+        except Exception as error:  # the run is saved; a picture is not worth failing it
+            log(f"rendering failed ({type(error).__name__}: {error}); retry with: "
+                f"python -m crl.render {path}")
+    return state
 
 
 def main(argv: list[str] | None = None) -> Any:
-    config = parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    resume = _pop_option(argv, "--resume")
     try:
-        train(config)
-    except (ConfigError, FileExistsError) as error:
+        config = parse_args(argv) if resume is None else runs.resume_config(Path(resume), argv)
+        train(config, resume=resume is not None)
+    except (ConfigError, FileExistsError, runs.RunError) as error:
         fail(str(error))
+    except Preempted as stop:
+        print(f"crl: {stop}", file=sys.stderr)
+        raise SystemExit(EXIT_PREEMPTED) from None
+    except Diverged as diverged:
+        print(f"crl: error: {diverged}", file=sys.stderr)
+        raise SystemExit(EXIT_DIVERGED) from None
+
+
+def _pop_option(argv: list[str], flag: str) -> str | None:
+    """Remove ``flag VALUE`` or ``flag=VALUE`` from ``argv``; return VALUE."""
+    for at, arg in enumerate(argv):
+        if arg.startswith(flag + "="):
+            del argv[at]
+            return arg.split("=", 1)[1]
+        if arg == flag:
+            if at + 1 >= len(argv):
+                fail(f"{flag} needs a run directory, e.g. {flag} runs/<name>")
+            value = argv[at + 1]
+            del argv[at:at + 2]
+            return value
+    return None
 
 
 if __name__ == "__main__":

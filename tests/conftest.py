@@ -1,7 +1,9 @@
+import dataclasses
 import os
 import tempfile
 
 import pytest
+from tiny import TINY
 
 # Tests compile into a throwaway persistent cache so that repeated shapes across tests and
 # subprocesses compile once, without touching the user's cache.
@@ -19,3 +21,16 @@ def _jax_cache(compile_cache):
     from crl.train import enable_compile_cache
 
     enable_compile_cache(compile_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, compile_cache):
+    """TINY trained for its 2 epochs in one go: (config, final state, history, run path)."""
+    from crl import runs
+    from crl.config import validate
+    from crl.train import train
+
+    config = validate(dataclasses.replace(TINY, run_dir=str(tmp_path_factory.mktemp("runs")),
+                                          run_name="tiny", compile_cache=compile_cache))
+    state, history = train(config, log=lambda _: None)
+    return config, state, history, runs.run_path(config)

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -9,21 +10,8 @@ import numpy as np
 import pytest
 
 from crl import runs
-from crl.config import PRESETS, Config, validate
+from crl.config import PRESETS, validate
 from crl.train import Trainer, train
-
-TINY = Config(env="point_u_maze", depth=4, width=32, repr_dim=16, num_envs=8, batch_size=32,
-              episode_length=25, unroll_length=10, min_replay_size=25, max_replay_size=200,
-              num_sgd_batches_per_training_step=4, total_env_steps=8 * 25 + 2 * 3 * 80,
-              num_epochs=2, num_eval_envs=8, seed=0)
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, compile_cache):
-    config = validate(dataclasses.replace(TINY, run_dir=str(tmp_path_factory.mktemp("runs")),
-                                          run_name="tiny", compile_cache=compile_cache))
-    state, history = train(config, log=lambda _: None)
-    return config, state, history, runs.run_path(config)
 
 
 def test_run_directory_holds_config_and_one_metrics_line_per_epoch(tiny_run):
@@ -62,10 +50,10 @@ def test_training_moves_every_parameter_and_keeps_float32(tiny_run):
 
 def test_a_new_run_never_overwrites_an_existing_one(tiny_run):
     config, _, _, path = tiny_run
-    before = {f.name: f.read_bytes() for f in path.iterdir()}
+    before = {f: f.read_bytes() for f in path.rglob("*") if f.is_file()}
     with pytest.raises(FileExistsError, match="already holds a run"):
         train(config, log=lambda _: None)
-    assert {f.name: f.read_bytes() for f in path.iterdir()} == before
+    assert {f: f.read_bytes() for f in path.rglob("*") if f.is_file()} == before
 
 
 @pytest.mark.slow
@@ -83,17 +71,30 @@ def test_point_u_maze_learns(tmp_path, compile_cache):
 
 
 @pytest.mark.slow
-def test_ant_maze_trains_one_epoch_from_the_command_line(tmp_path, compile_cache):
+def test_ant_maze_trains_renders_and_resumes_from_the_command_line(tmp_path, compile_cache):
     args = ["--env", "ant_maze", "--depth", "8", "--width", "32", "--num-envs", "2",
             "--batch-size", "16", "--episode-length", "20", "--unroll-length", "10",
             "--min-replay-size", "20", "--max-replay-size", "100",
             "--num-sgd-batches-per-training-step", "2", "--total-env-steps", "80",
             "--num-epochs", "1", "--num-eval-envs", "2", "--run-dir", str(tmp_path),
             "--run-name", "ant", "--compile-cache", compile_cache]
+    # EGL: Mesa's software OpenGL here, a GPU's on a cluster node.
+    env = {**os.environ, "MUJOCO_GL": "egl"}
     result = subprocess.run([sys.executable, "-m", "crl.train", *args], capture_output=True,
-                            text=True, timeout=900)
+                            text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = runs.read_metrics(tmp_path / "ant")
+    path = tmp_path / "ant"
+    lines = runs.read_metrics(path)
     assert [m["epoch"] for m in lines] == [0, 1]
     assert math.isfinite(lines[1]["train/critic_loss"])
     assert 0 <= lines[1]["eval/dist"] < 100
+    # The final policy, rendered: Brax's viewer, a top view of the torso's path, a video.
+    assert "brax" in (path / "render" / "epoch_1.html").read_text().lower()
+    assert (path / "render" / "epoch_1.png").stat().st_size > 0
+    assert (path / "render" / "epoch_1.mp4").stat().st_size > 0
+    # The Brax env state (physics pipeline state) survives a checkpoint: resume one more epoch.
+    result = subprocess.run([sys.executable, "-m", "crl.train", "--resume", str(path),
+                             "--num-epochs", "2", "--no-render"], capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [m["epoch"] for m in runs.read_metrics(path)] == [0, 1, 2]

@@ -1,0 +1,208 @@
+"""Checkpoints of the whole training state, with Orbax, in ``<run>/checkpoints/<epoch>/``.
+
+A checkpoint holds four items:
+
+- ``params``: the networks' parameters (all that evaluation, rendering and ``load_run`` read),
+- ``state``: the rest of the TrainState but the buffer (optimiser states, temperature, env
+  states, RNG key),
+- ``buffer``: the replay buffer (left out with ``--no-checkpoint-buffer``),
+- ``meta``: JSON with the epoch, the env steps so far and the configuration.
+
+Orbax writes a checkpoint into a temporary directory and renames it when every item is written,
+so a process killed mid-write leaves the earlier checkpoints as they were (its temporary
+directory is removed when the run is resumed). Arrays are written by each process for its own
+shards and restored straight into the shardings of ``Trainer.state_specs()``; nothing is
+gathered onto one host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec
+
+import crl
+from crl.config import Config, config_from_dict, fixed_field_changes
+from crl.runs import RunError
+
+CHECKPOINT_DIR = "checkpoints"
+UNREADABLE_DIR = "unreadable_checkpoints"
+
+
+@dataclasses.dataclass(frozen=True)
+class Meta:
+    epoch: int
+    env_steps: int
+    has_buffer: bool
+    config: dict[str, Any]
+    crl_version: str = crl.__version__
+
+
+def abstract_state(trainer) -> Any:
+    """The TrainState of ``trainer`` as ``jax.ShapeDtypeStruct`` leaves carrying the shardings
+    of ``trainer.state_specs()``: the restore target. Traces ``init``, allocates nothing."""
+    shapes = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
+
+    def place(spec: PartitionSpec, subtree: Any) -> Any:
+        sharding = NamedSharding(trainer.mesh, _without_trivial_axes(spec, trainer.mesh))
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                            subtree)
+
+    return jax.tree.map(place, trainer.state_specs(), shapes,
+                        is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+def _without_trivial_axes(spec: PartitionSpec, mesh) -> PartitionSpec:
+    """``spec`` without the mesh axes of size 1. They split nothing, and jax leaves them out of
+    the shardings of the arrays it computes; restoring into the same shardings as a fresh run's
+    state lets a resumed run reuse the fresh run's compiled functions from the cache."""
+    def keep(entry):
+        names = entry if isinstance(entry, tuple) else (entry,)
+        kept = tuple(name for name in names if name is not None and mesh.shape[name] > 1)
+        return kept if len(kept) > 1 else (kept[0] if kept else None)
+
+    return PartitionSpec(*(keep(entry) for entry in spec))
+
+
+def abstract_params(trainer) -> Any:
+    """The parameters of ``trainer.networks``, replicated over its mesh, as restore target."""
+    shapes = jax.eval_shape(trainer.networks.init, jax.random.PRNGKey(0))
+    replicated = NamedSharding(trainer.mesh, PartitionSpec())
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                        shapes)
+
+
+def directory_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+class Checkpoints:
+    """The checkpoints of one run directory, by epoch.
+
+    ``keep``: how many recent checkpoints to keep; None opens them for reading only (loading,
+    evaluation): nothing is then created, cleaned or deleted.
+    """
+
+    def __init__(self, run_path: Path, keep: int | None = None):
+        self.run_path = Path(run_path)
+        self.directory = self.run_path / CHECKPOINT_DIR
+        self.writable = keep is not None
+        if not self.writable and not self.directory.is_dir():
+            raise RunError(f"{self.run_path} has no checkpoints ({self.directory} does not "
+                           "exist)")
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=self.writable,
+            # Temporary directories are what a killed save leaves behind.
+            cleanup_tmp_directories=self.writable,
+            # Synchronous: the state is donated to the next epoch as soon as save returns.
+            enable_async_checkpointing=False)
+        self.manager = ocp.CheckpointManager(self.directory.absolute(), options=options)
+
+    def epochs(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_epoch(self) -> int:
+        epochs = self.epochs()
+        if not epochs:
+            raise RunError(f"{self.run_path} has no complete checkpoint in {self.directory}")
+        return epochs[-1]
+
+    def save(self, state: Any, meta: Meta) -> float:
+        """Write ``state`` (a TrainState) as the checkpoint of ``meta.epoch``; return seconds."""
+        assert self.writable, "checkpoints opened for reading"
+        start = time.perf_counter()
+        items = {
+            "params": ocp.args.StandardSave(state.params),
+            "state": ocp.args.StandardSave(state.replace(params=None, buffer=None)),
+            "meta": ocp.args.JsonSave(dataclasses.asdict(meta)),
+        }
+        if meta.has_buffer:
+            items["buffer"] = ocp.args.StandardSave(state.buffer)
+        self.manager.save(meta.epoch, args=ocp.args.Composite(**items), force=True)
+        self.manager.wait_until_finished()
+        return time.perf_counter() - start
+
+    def meta(self, epoch: int) -> Meta:
+        restored = self.manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return Meta(**restored.meta)
+
+    def restore_params(self, trainer, epoch: int | None = None) -> tuple[Any, Meta]:
+        """The parameters saved at ``epoch`` (default: the latest), placed on trainer's mesh."""
+        epoch = self.latest_epoch() if epoch is None else self._existing(epoch)
+        restored = self.manager.restore(epoch, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract_params(trainer)),
+            meta=ocp.args.JsonRestore()))
+        return restored.params, Meta(**restored.meta)
+
+    def restore(self, trainer, epoch: int) -> tuple[Any, Meta]:
+        """The whole TrainState saved at ``epoch``, in the shardings of trainer's mesh. Without
+        a saved buffer the state's buffer is an empty one. Refuses a checkpoint whose shapes
+        (or env, seed) differ from trainer's configuration, naming the fields."""
+        meta = self.meta(epoch)
+        self.check_compatible(meta, trainer.config)
+        target = abstract_state(trainer)
+        items = {
+            "params": ocp.args.StandardRestore(target.params),
+            "state": ocp.args.StandardRestore(target.replace(params=None, buffer=None)),
+        }
+        if meta.has_buffer:
+            items["buffer"] = ocp.args.StandardRestore(target.buffer)
+        restored = self.manager.restore(epoch, args=ocp.args.Composite(**items))
+        buffer = (restored.buffer if meta.has_buffer
+                  else trainer.init(jax.random.PRNGKey(0)).buffer)
+        return restored.state.replace(params=restored.params, buffer=buffer), meta
+
+    def restore_latest(self, trainer, log=print) -> tuple[Any, Meta]:
+        """``restore`` the latest readable checkpoint. Unreadable later ones (a damaged disk, a
+        file deleted by hand) are moved to ``<run>/unreadable_checkpoints/``, never deleted."""
+        epochs = self.epochs()
+        if not epochs:
+            raise RunError(f"{self.run_path} has no complete checkpoint in {self.directory}: "
+                           "nothing to resume (a run is first checkpointed after its prefill)")
+        unreadable = []
+        for epoch in reversed(epochs):
+            try:
+                result = self.restore(trainer, epoch)
+            except RunError:
+                raise
+            except Exception as error:  # any failure to read: try the checkpoint before
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                log(f"checkpoint {epoch} is unreadable ({type(error).__name__}: {reason[:200]})")
+                unreadable.append(epoch)
+                continue
+            self._set_aside(unreadable)
+            return result
+        raise RunError(f"no checkpoint of {self.run_path} is readable (epochs "
+                       f"{', '.join(map(str, epochs))}); nothing was changed")
+
+    @staticmethod
+    def check_compatible(meta: Meta, config: Config) -> None:
+        changes = fixed_field_changes(config_from_dict(meta.config), config)
+        if changes:
+            raise RunError(f"cannot resume with {', '.join(changes)}: these fields fix the shapes "
+                           "of the saved state (or what the run is); start a new run instead")
+
+    def _existing(self, epoch: int) -> int:
+        if epoch not in self.epochs():
+            raise RunError(f"{self.run_path} has no checkpoint of epoch {epoch}; it has "
+                           f"{', '.join(map(str, self.epochs())) or 'none'}")
+        return epoch
+
+    def _set_aside(self, epochs: list[int]) -> None:
+        if not epochs:
+            return
+        aside = self.run_path / UNREADABLE_DIR
+        aside.mkdir(exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for epoch in epochs:
+            shutil.move(self.directory / str(epoch), aside / f"{epoch}-{stamp}")
+        self.manager.reload()
+
+    def close(self) -> None:
+        self.manager.close()

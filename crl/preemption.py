@@ -1,0 +1,45 @@
+"""Preemption: SIGTERM or SIGUSR1 (what Slurm sends before it stops a job) asks the run to stop.
+
+The handler only records the signal. The training loop looks at it after every epoch (an epoch
+is one compiled call and cannot be cut short), checkpoints and raises ``Preempted``, which
+``python -m crl.train`` turns into exit code EXIT_PREEMPTED.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Preempted(Exception):
+    """The run stopped on a signal after checkpointing ``epoch``."""
+
+    def __init__(self, epoch: int, signal_name: str, run_path: str):
+        self.epoch, self.signal_name, self.run_path = epoch, signal_name, run_path
+        super().__init__(f"stopped by {signal_name} after epoch {epoch}, which is "
+                         f"checkpointed; continue with: python -m crl.train --resume {run_path}")
+
+
+class PreemptionWatch:
+    """Context manager: while active, SIGTERM and SIGUSR1 are recorded in ``received`` instead
+    of ending the process. Previous handlers are restored on exit. Outside the main thread
+    (where Python cannot install handlers) it watches nothing."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous = {}
+
+    def _record(self, signum, _frame) -> None:
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> PreemptionWatch:
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._record)
+        return self
+
+    def __exit__(self, *_) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,44 @@
+"""Weights & Biases logging (``--wandb``): one wandb step per epoch, the run's id kept in the
+run directory so that a resumed run continues the same wandb run.
+
+``WANDB_MODE=offline`` logs to ``<run>/wandb/`` without an account; ``wandb sync <run>/wandb``
+uploads later (the offline directories of a resumed run share its id and sync into one run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from crl import runs
+from crl.config import Config
+
+
+class WandbRun:
+    """The wandb run of a run directory; ``history``: the epochs logged so far, sent to wandb
+    when the run first uses it (--wandb given only when resuming)."""
+
+    def __init__(self, path: Path, config: Config, history: list[dict[str, Any]]):
+        import wandb
+
+        first_use = not (path / runs.WANDB_ID_FILE).exists()
+        self.run = wandb.init(
+            project=config.wandb_project, entity=config.wandb_entity, group=config.wandb_group,
+            tags=list(config.wandb_tags), name=path.name, id=runs.wandb_run_id(path),
+            resume="allow", dir=str(path), config=dataclasses.asdict(config))
+        # A resume may change some fields (learning rates, num_epochs, ...).
+        self.run.config.update(dataclasses.asdict(config), allow_val_change=True)
+        if first_use:
+            for metrics in history:
+                self.log(metrics)
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        # wandb keeps the first values of an epoch that a resume redoes: its steps only grow.
+        if metrics["epoch"] >= self.run.step:
+            self.run.log(metrics, step=metrics["epoch"])
+
+    def finish(self, preempted: bool = False, failed: bool = False) -> None:
+        if preempted:
+            self.run.mark_preempting()
+        self.run.finish(exit_code=1 if failed else 0)

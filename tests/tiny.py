@@ -1,0 +1,37 @@
+"""The tiny configuration that end-to-end tests share (compiled once per session through the
+persistent compilation cache), and its command line."""
+
+import dataclasses
+
+from crl.config import Config
+
+TINY = Config(env="point_u_maze", depth=4, width=32, repr_dim=16, num_envs=8, batch_size=32,
+              episode_length=25, unroll_length=10, min_replay_size=25, max_replay_size=200,
+              num_sgd_batches_per_training_step=4, total_env_steps=8 * 25 + 2 * 3 * 80,
+              num_epochs=2, num_eval_envs=8, seed=0)
+# Epochs of TINY's length (3 training steps) for any number of epochs.
+EPOCH_ENV_STEPS = 3 * 8 * 10
+
+
+def with_epochs(config: Config, num_epochs: int) -> Config:
+    """``config`` with ``num_epochs`` epochs of the same length (the same compiled functions)."""
+    return dataclasses.replace(config, num_epochs=num_epochs, total_env_steps=(
+        config.min_replay_size * config.num_envs + num_epochs * EPOCH_ENV_STEPS))
+
+
+def cli_args(config: Config) -> list[str]:
+    """The `python -m crl.train` options that give ``config`` (fields that differ from the
+    defaults)."""
+    args = []
+    for field in dataclasses.fields(Config):
+        value, default = getattr(config, field.name), field.default
+        if value == default or value is None:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + field.name.replace("_", "-"))
+        elif isinstance(value, tuple):
+            args += [flag, *map(str, value)]
+        else:
+            args += [flag, str(value)]
+    return args
