@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -76,6 +77,12 @@ def abstract_params(trainer) -> Any:
     replicated = NamedSharding(trainer.mesh, PartitionSpec())
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                         shapes)
+
+
+def _zeros(abstract: Any) -> Any:
+    """Arrays of zeros (an empty replay buffer) shaped and placed like ``abstract``."""
+    return jax.jit(lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract),
+                   out_shardings=jax.tree.map(lambda x: x.sharding, abstract))()
 
 
 def directory_size(path: Path) -> int:
@@ -141,9 +148,9 @@ class Checkpoints:
         return restored.params, Meta(**restored.meta)
 
     def restore(self, trainer, epoch: int) -> tuple[Any, Meta]:
-        """The whole TrainState saved at ``epoch``, in the shardings of trainer's mesh. Without
-        a saved buffer the state's buffer is an empty one. Refuses a checkpoint whose shapes
-        (or env, seed) differ from trainer's configuration, naming the fields."""
+        """The whole TrainState saved at ``epoch``, in the shardings of trainer's mesh (without
+        a saved buffer, with an empty one). Refuses a checkpoint whose shapes (or env, seed)
+        differ from trainer's configuration, naming the fields."""
         meta = self.meta(epoch)
         self.check_compatible(meta, trainer.config)
         target = abstract_state(trainer)
@@ -154,8 +161,7 @@ class Checkpoints:
         if meta.has_buffer:
             items["buffer"] = ocp.args.StandardRestore(target.buffer)
         restored = self.manager.restore(epoch, args=ocp.args.Composite(**items))
-        buffer = (restored.buffer if meta.has_buffer
-                  else trainer.init(jax.random.PRNGKey(0)).buffer)
+        buffer = restored.buffer if meta.has_buffer else _zeros(target.buffer)
         return restored.state.replace(params=restored.params, buffer=buffer), meta
 
     def restore_latest(self, trainer, log=print) -> tuple[Any, Meta]:

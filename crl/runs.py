@@ -93,11 +93,11 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in file.read_text().splitlines() if line]
 
 
-def truncate_metrics(path: Path, last_epoch: int) -> list[dict[str, Any]]:
-    """Keep the lines of epochs up to ``last_epoch`` (a resumed run redoes the later ones) and
-    return them. A line cut short by a killed process is dropped too."""
+def metrics_until(path: Path, last_epoch: int) -> list[dict[str, Any]]:
+    """The metrics of epochs up to ``last_epoch``; a line cut short by a killed process, or one
+    of a later epoch (which a resumed run redoes), is left out."""
     file = Path(path) / METRICS_FILE
-    kept, text = [], []
+    kept = []
     for line in (file.read_text().splitlines() if file.exists() else []):
         try:
             metrics = json.loads(line)
@@ -105,9 +105,12 @@ def truncate_metrics(path: Path, last_epoch: int) -> list[dict[str, Any]]:
             continue
         if metrics["epoch"] <= last_epoch:
             kept.append(metrics)
-            text.append(line + "\n")
-    write_text_atomically(file, "".join(text))
     return kept
+
+
+def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    write_text_atomically(Path(path) / METRICS_FILE,
+                          "".join(json.dumps(metrics) + "\n" for metrics in history))
 
 
 def wandb_run_id(path: Path) -> str:

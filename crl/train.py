@@ -384,9 +384,7 @@ def _open_run(config: Config, path: Path, resume: bool, trainer: Trainer,
             checkpoints.close()
             raise runs.RunError(f"{path} has finished its {config.num_epochs} epochs; to train "
                                 f"it longer, resume with --num-epochs N (N > {meta.epoch})")
-        history = runs.truncate_metrics(path, meta.epoch)
-        runs.write_config(path, config)
-        log(f"resuming {path} after epoch {meta.epoch} ({meta.env_steps:,} env steps)")
+        history = runs.metrics_until(path, meta.epoch)
     else:
         state, meta, history = trainer.init(jax.random.PRNGKey(config.seed)), None, []
         runs.create_run(path, config)
@@ -400,6 +398,11 @@ def _open_run(config: Config, path: Path, resume: bool, trainer: Trainer,
         if not resume:
             shutil.rmtree(path)  # created above, holds nothing yet
         raise runs.RunError(f"wandb: {str(error).strip().splitlines()[0]}") from error
+    if resume:
+        # Only now that everything has started: the epochs after the checkpoint are redone.
+        runs.write_metrics(path, history)
+        runs.write_config(path, config)
+        log(f"resuming {path} after epoch {meta.epoch} ({meta.env_steps:,} env steps)")
     return state, meta, record
 
 

@@ -91,11 +91,11 @@ def test_one_epoch_resume_one_epoch_equals_two_epochs_bit_for_bit(tiny_run, resu
     assert without_times(history) == without_times(tiny_history)
     assert without_times(runs.read_metrics(path)) == without_times(tiny_history)
     assert_states_identical(state, tiny_state)  # params, optimisers, envs, buffer, key
-    print("\nuninterrupted vs 1 + resume + 1 (epoch, critic_loss, eval/dist):")
+    print("\nepoch: uninterrupted | 1 epoch + resume + 1 epoch")
     for a, b in zip(tiny_history, history, strict=True):
-        print(f"  {a['epoch']}  {a.get('train/critic_loss', float('nan')):.9g} "
-              f"{b.get('train/critic_loss', float('nan')):.9g}  "
-              f"{a['eval/dist']:.9g} {b['eval/dist']:.9g}")
+        shown = ("train/critic_loss", "train/actor_loss", "eval/dist")
+        print(f"  {a['epoch']}: " + " | ".join(
+            " ".join(f"{k}={m[k]!r}" for k in shown if k in m) for m in (a, b)))
 
 
 def test_checkpoints_hold_the_last_k_epochs_and_their_metadata(tiny_run):
