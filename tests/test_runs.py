@@ -375,6 +375,20 @@ def test_wandb_offline_logs_every_epoch_once_into_one_run_across_a_resume(resume
     assert [m["epoch"] for m in logged] == [0, 1, 2]
 
 
+def test_wandb_that_cannot_start_fails_in_one_line_before_compiling_and_leaves_nothing(
+        tmp_path):
+    config = tiny_config(tmp_path, "no_account", wandb=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env |= {"WANDB_MODE": "online", "HOME": str(tmp_path)}  # no API key anywhere
+    result = subprocess.run([sys.executable, "-m", "crl.train", *cli_args(config)], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("crl: error")]
+    assert len(errors) == 1 and errors[0].startswith("crl: error: wandb: "), result.stderr
+    assert "compiled" not in result.stdout
+    assert not runs.run_path(config).exists()
+
+
 # ---------------------------------------------------------------- evaluation and rendering
 def test_evaluate_prints_the_metrics_the_run_logged(tiny_run, capsys):
     from crl import evaluate
@@ -391,6 +405,7 @@ def test_evaluate_prints_the_metrics_the_run_logged(tiny_run, capsys):
     (["--env", "point_u_mze"], "--env: unknown env 'point_u_mze'; did you mean 'point_u_maze'"),
     (["--episodes", "0"], "--episodes 0 must be a positive integer"),
     (["--epoch", "7"], "has no checkpoint of epoch 7; it has 1, 2"),
+    (["--env", "ant_maze"], "--env ant_maze does not fit the policy of"),
 ])
 def test_evaluate_rejects_bad_input_in_one_line(tiny_run, capsys, args, message):
     from crl import evaluate
