@@ -10,6 +10,7 @@ gradients averaged. One device is a mesh of size one.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from flax import struct
 from jax.sharding import Mesh, PartitionSpec
 
 from crl import buffer as replay
-from crl import losses, runs
+from crl import distributed, losses, runs
 from crl.config import Config, ConfigError, fail, parse_args
 from crl.envs import get_spec
 from crl.envs.base import goal_distance, split_observation
@@ -72,7 +73,7 @@ class Trainer:
             state_size=self.goal_env.state_size, goal_size=self.goal_env.goal_size,
             action_size=self.goal_env.action_size, actor_depth=config.actor_depth,
             critic_depth=config.critic_depth, width=config.width, repr_dim=config.repr_dim,
-            remat=config.remat)
+            remat=config.remat, compute_dtype=jnp.dtype(config.compute_dtype))
         self.actor_optimizer = optax.adam(config.actor_lr)
         self.critic_optimizer = optax.adam(config.critic_lr)
         self.alpha_optimizer = optax.adam(config.alpha_lr)
@@ -236,14 +237,18 @@ class Trainer:
         batches = replay.shuffle_into_batches(self._local_key(shuffle_key), transitions,
                                               self.local_batch,
                                               cfg.num_sgd_batches_per_training_step)
+        state, metrics = self._sgd_steps(state.replace(key=key), batches, sgd_key)
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    def _sgd_steps(self, state: TrainState, batches: dict[str, jax.Array],
+                   key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One SGD step per leading index of ``batches``; metrics ``[num_batches]``."""
         num_batches = jax.tree.leaves(batches)[0].shape[0]
-        sgd_keys = jax.random.split(sgd_key, num_batches)
 
         def sgd(state, batch_and_key):
             return self._sgd_step(state, *batch_and_key)
 
-        state, metrics = jax.lax.scan(sgd, state.replace(key=key), (batches, sgd_keys))
-        return state, jax.tree.map(jnp.mean, metrics)
+        return jax.lax.scan(sgd, state, (batches, jax.random.split(key, num_batches)))
 
     # ---------------------------------------------------------------- compiled entry points
     @functools.cached_property
@@ -268,6 +273,15 @@ class Trainer:
 
         specs = self.state_specs()
         return self._sharded(epoch_local, (specs,), (specs, PartitionSpec()))
+
+    @functools.cached_property
+    def sgd_steps(self) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+        """SGD on given global batches (leaves ``[num_batches, batch_size, ...]``, split over
+        devices along the batch axis), without collecting or sampling: the update alone, for
+        benchmarks and for checking that device count does not change the numbers."""
+        specs = self.state_specs()
+        return self._sharded(self._sgd_steps, (specs, PartitionSpec(None, AXIS), PartitionSpec()),
+                             (specs, PartitionSpec()))
 
     @functools.cached_property
     def evaluate(self) -> Callable[[Params, jax.Array], dict[str, jax.Array]]:
@@ -318,13 +332,23 @@ def enable_compile_cache(directory: str) -> None:
 
 
 def train(config: Config, log: Callable[[str], None] = print) -> tuple[TrainState, list[dict]]:
-    """Run a whole (validated, resolved) configuration; write the run directory."""
+    """Run a whole (validated, resolved) configuration; write the run directory (process 0)."""
+    distributed.initialize(config)
+    main_process = distributed.is_main_process()
+    if not main_process:
+        log = lambda _: None
+    if config.run_name is None:
+        config = dataclasses.replace(
+            config, run_name=runs.default_run_name(config, distributed.shared_timestamp()))
     path = runs.run_path(config)
     runs.check_new_run(path)
     enable_compile_cache(config.compile_cache)
     trainer = Trainer(config)
     state = trainer.init(jax.random.PRNGKey(config.seed))
-    runs.create_run(path, config)
+    # Every process has checked before any creates: they all agree whether the directory is new.
+    distributed.barrier("run directory checked")
+    if main_process:
+        runs.create_run(path, config)
     log(f"run directory: {path}")
     log(f"{config.env}: {config.num_envs} envs on {trainer.num_devices} device(s), "
         f"{config.training_steps_per_epoch} training steps x "
@@ -351,11 +375,12 @@ def train(config: Config, log: Callable[[str], None] = print) -> tuple[TrainStat
                 "time/compile_epoch_s": epoch_compile_s,
                 "time/compile_prefill_s": prefill_compile_s,
                 "time/compile_eval_s": eval_compile_s, "time/prefill_s": prefill_s}]
-    runs.append_metrics(path, history[0])
+    if main_process:
+        runs.append_metrics(path, history[0])
     log(f"initial policy: eval/success={initial['eval/success']:.3g} "
         f"eval/success_any={initial['eval/success_any']:.3g}")
 
-    progress = runs.Progress(config.num_epochs)
+    progress = runs.Progress(config.num_epochs) if main_process else None
     env_steps = prefill_steps
     for epoch in range(1, config.num_epochs + 1):
         start = time.perf_counter()
@@ -377,10 +402,11 @@ def train(config: Config, log: Callable[[str], None] = print) -> tuple[TrainStat
             "time/sgd_steps_per_s": (config.training_steps_per_epoch
                                      * config.sgd_batches_per_training_step / train_s),
         }
-        runs.append_metrics(path, metrics)
         history.append(metrics)
-        progress.update(epoch, env_steps - prefill_steps,
-                        {**metrics, "critic_loss": metrics["train/critic_loss"]})
+        if main_process:
+            runs.append_metrics(path, metrics)
+            progress.update(epoch, env_steps - prefill_steps,
+                            {**metrics, "critic_loss": metrics["train/critic_loss"]})
     return state, history
 
 
