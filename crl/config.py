@@ -8,6 +8,7 @@ import sys
 
 from crl import envs
 from crl.losses import CONTRASTIVE_LOSSES, ENERGIES
+from crl.networks.mlp import REMAT_MODES
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -34,8 +35,9 @@ class Config:
     width: int = 256
     repr_dim: int = 64
     """Size of the representations phi(s, a) and psi(g)."""
-    remat: bool = False
-    """Recompute each residual block in the backward pass (less memory, more compute)."""
+    remat: str = "elementwise"
+    """What the backward pass recomputes instead of storing: elementwise (LayerNorm and Swish;
+    stores the Dense outputs), blocks (whole residual blocks; least memory) or none."""
     compute_dtype: str = "float32"
     """Dtype of the networks' matrix products: float32 or bfloat16. Parameters, optimiser states,
     LayerNorm statistics and losses stay float32."""
@@ -142,6 +144,8 @@ def validate(config: Config) -> Config:
         if value is not None and (value <= 0 or value % 4):
             raise ConfigError(f"{name}={value} must be a positive multiple of 4 (residual blocks "
                               "of 4 layers): e.g. 4, 8, 16, ..., 1024")
+    if config.remat not in REMAT_MODES:
+        raise ConfigError(f"remat={config.remat!r} is unknown; valid: {', '.join(REMAT_MODES)}")
     if config.compute_dtype not in COMPUTE_DTYPES:
         raise ConfigError(f"compute_dtype={config.compute_dtype!r} is unknown; valid: "
                           f"{', '.join(COMPUTE_DTYPES)}")

@@ -167,8 +167,11 @@ class Trainer:
     # ---------------------------------------------------------------- learning
     def _sgd_step(self, state: TrainState, batch: dict[str, jax.Array],
                   key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-        """Actor and temperature update, then critic update, on one batch split over devices.
+        """Actor and temperature update, and critic update, on one batch split over devices.
 
+        All three losses are taken at the parameters before the step, so the order of the
+        updates does not matter. The critic's goal representations psi(g) serve the actor's
+        Q-values too: the goal encoder runs once per step, not twice.
         Every loss is averaged over the device axis before differentiation, so the gradients
         of the (replicated) parameters are those of the global batch on every device.
         """
@@ -181,12 +184,24 @@ class Trainer:
                                              self.local_batch)
         alpha = jnp.exp(state.log_alpha)
 
+        def critic_objective(critic_params):
+            phi = nets.encode_state_action(critic_params, batch["state"], batch["action"])
+            psi = nets.encode_goal(critic_params, batch["goal"])
+            # Contrast against the global batch: every device sees all representations.
+            loss, metrics = losses.critic_loss(
+                cfg.energy, cfg.contrastive_loss, cfg.logsumexp_penalty,
+                jax.lax.all_gather(phi, AXIS, tiled=True),
+                jax.lax.all_gather(psi, AXIS, tiled=True))
+            return jax.lax.pmean(loss, AXIS), (metrics, psi)
+
+        (_, (critic_metrics, psi)), critic_grads = jax.value_and_grad(
+            critic_objective, has_aux=True)(params["critic"])
+
         def actor_objective(actor_params):
             mean, log_std = nets.policy(actor_params, batch["state"], batch["goal"])
             pre_tanh = mean + jnp.exp(log_std) * noise
             log_prob = losses.tanh_gaussian_log_prob(pre_tanh, mean, log_std)
             phi = nets.encode_state_action(params["critic"], batch["state"], jnp.tanh(pre_tanh))
-            psi = nets.encode_goal(params["critic"], batch["goal"])
             q = losses.energy_pairs(cfg.energy, phi, psi)
             return jax.lax.pmean(losses.actor_loss(alpha, log_prob, q), AXIS), log_prob
 
@@ -194,22 +209,10 @@ class Trainer:
             return jax.lax.pmean(
                 losses.temperature_loss(log_alpha, log_prob, self.target_entropy), AXIS)
 
-        def critic_objective(critic_params):
-            phi = nets.encode_state_action(critic_params, batch["state"], batch["action"])
-            psi = nets.encode_goal(critic_params, batch["goal"])
-            # Contrast against the global batch: every device sees all representations.
-            phi = jax.lax.all_gather(phi, AXIS, tiled=True)
-            psi = jax.lax.all_gather(psi, AXIS, tiled=True)
-            loss, metrics = losses.critic_loss(cfg.energy, cfg.contrastive_loss,
-                                               cfg.logsumexp_penalty, phi, psi)
-            return jax.lax.pmean(loss, AXIS), metrics
-
         (actor_loss, log_prob), actor_grads = jax.value_and_grad(
             actor_objective, has_aux=True)(params["actor"])
         alpha_loss, alpha_grad = jax.value_and_grad(temperature_objective)(state.log_alpha,
                                                                            log_prob)
-        (_, critic_metrics), critic_grads = jax.value_and_grad(
-            critic_objective, has_aux=True)(params["critic"])
 
         actor_updates, actor_opt = self.actor_optimizer.update(actor_grads, state.actor_opt)
         critic_updates, critic_opt = self.critic_optimizer.update(critic_grads,
@@ -230,13 +233,13 @@ class Trainer:
         cfg = self.config
         state = self._collect_and_insert(state)
         key, window_key, relabel_key, shuffle_key, sgd_key = jax.random.split(state.key, 5)
-        windows = replay.sample_windows(state.buffer, self._local_key(window_key),
-                                        cfg.episode_length)
-        transitions = replay.relabel(self._local_key(relabel_key), windows,
-                                     self.goal_env.goal_indices, cfg.discount)
-        batches = replay.shuffle_into_batches(self._local_key(shuffle_key), transitions,
-                                              self.local_batch,
-                                              cfg.num_sgd_batches_per_training_step)
+        rows = replay.sample_windows(state.buffer, self._local_key(window_key),
+                                     cfg.episode_length)
+        traj_id = state.buffer.data["traj_id"][rows, jnp.arange(self.local_envs)[:, None]]
+        goal_steps = replay.relabel(self._local_key(relabel_key), traj_id, cfg.discount)
+        batches = replay.sample_batches(self._local_key(shuffle_key), state.buffer, rows,
+                                        goal_steps, self.goal_env.goal_indices,
+                                        self.local_batch, cfg.num_sgd_batches_per_training_step)
         state, metrics = self._sgd_steps(state.replace(key=key), batches, sgd_key)
         return state, jax.tree.map(jnp.mean, metrics)
 
