@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
 import crl
+from crl import distributed
 from crl.config import Config, config_from_dict, fixed_field_changes
 from crl.runs import RunError
 
@@ -203,11 +204,13 @@ class Checkpoints:
     def _set_aside(self, epochs: list[int]) -> None:
         if not epochs:
             return
-        aside = self.run_path / UNREADABLE_DIR
-        aside.mkdir(exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for epoch in epochs:
-            shutil.move(self.directory / str(epoch), aside / f"{epoch}-{stamp}")
+        if distributed.is_main_process():
+            aside = self.run_path / UNREADABLE_DIR
+            aside.mkdir(exist_ok=True)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for epoch in epochs:
+                shutil.move(self.directory / str(epoch), aside / f"{epoch}-{stamp}")
+        distributed.barrier("unreadable checkpoints set aside")
         self.manager.reload()
 
     def close(self) -> None:

@@ -2,13 +2,16 @@
 
 The handler only records the signal. The training loop looks at it after every epoch (an epoch
 is one compiled call and cannot be cut short), checkpoints and raises ``Preempted``, which
-``python -m crl.train`` turns into exit code EXIT_PREEMPTED.
+``python -m crl.train`` turns into exit code EXIT_PREEMPTED. The processes of a multi-process
+run agree on it, so they all stop after the same epoch.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+
+import numpy as np
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -33,6 +36,20 @@ class PreemptionWatch:
 
     def _record(self, signum, _frame) -> None:
         self.received = signal.Signals(signum).name
+
+    def agreed(self) -> str | None:
+        """The signal received by this or any other process of the run, or None. Every process
+        calls this at the same point of the loop, so that all stop after the same epoch (Slurm
+        signals the processes of a job at slightly different times)."""
+        import jax
+
+        if jax.process_count() == 1:
+            return self.received
+        from jax.experimental import multihost_utils
+
+        number = signal.Signals[self.received].value if self.received else 0
+        received = [int(n) for n in multihost_utils.process_allgather(np.int32(number)) if n]
+        return signal.Signals(received[0]).name if received else None
 
     def __enter__(self) -> PreemptionWatch:
         if threading.current_thread() is threading.main_thread():

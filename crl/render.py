@@ -137,7 +137,8 @@ def render_policy(trainer, actor_params: Any, out_dir: Path, epoch: int, key: ja
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trajectories = rollout(trainer, actor_params, key, episodes)
+    # On the host, then the default device: one process renders, whatever the run's mesh.
+    trajectories = rollout(trainer, jax.device_get(actor_params), key, episodes)
     goal_env, config = trainer.eval_env.unwrapped, trainer.config
     written = []
     stem = out_dir / f"epoch_{epoch}"

@@ -29,14 +29,15 @@ class RunError(ValueError):
     """A run directory that cannot be used as asked; the message is one line."""
 
 
-def default_run_name(config: Config) -> str:
+def default_run_name(config: Config, timestamp: str) -> str:
     depth = (f"d{config.depth}" if config.actor_depth == config.critic_depth == config.depth
              else f"a{config.actor_depth}c{config.critic_depth}")
-    return f"{config.env}_{depth}_s{config.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{config.env}_{depth}_s{config.seed}_{timestamp}"
 
 
 def run_path(config: Config) -> Path:
-    return Path(config.run_dir).expanduser() / (config.run_name or default_run_name(config))
+    """The run directory of a config whose ``run_name`` is set."""
+    return Path(config.run_dir).expanduser() / config.run_name
 
 
 def check_new_run(path: Path) -> None:
@@ -78,7 +79,9 @@ def resume_config(path: Path, argv: list[str]) -> Config:
     """The configuration of ``python -m crl.train --resume PATH [options]``: the run's own,
     changed by the options given, located at ``path`` (the run may have been moved)."""
     path = Path(path).expanduser()
-    saved = load_config(path)
+    # How the processes meet is the launch's business, not the run's: give it again if needed.
+    saved = dataclasses.replace(load_config(path), coordinator_address=None, num_processes=None,
+                                process_id=None)
     config = parse_resume_args(saved, argv)
     return dataclasses.replace(config, run_dir=str(path.parent), run_name=path.name)
 

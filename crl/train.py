@@ -28,7 +28,7 @@ from flax import struct
 from jax.sharding import Mesh, PartitionSpec
 
 from crl import buffer as replay
-from crl import losses, runs
+from crl import distributed, losses, runs
 from crl.checkpoint import CHECKPOINT_DIR, Checkpoints, Meta, directory_size
 from crl.config import Config, ConfigError, fail, parse_args
 from crl.divergence import Diverged, first_non_finite
@@ -84,7 +84,7 @@ class Trainer:
             state_size=self.goal_env.state_size, goal_size=self.goal_env.goal_size,
             action_size=self.goal_env.action_size, actor_depth=config.actor_depth,
             critic_depth=config.critic_depth, width=config.width, repr_dim=config.repr_dim,
-            remat=config.remat)
+            remat=config.remat, compute_dtype=jnp.dtype(config.compute_dtype))
         self.actor_optimizer = optax.adam(config.actor_lr)
         self.critic_optimizer = optax.adam(config.critic_lr)
         self.alpha_optimizer = optax.adam(config.alpha_lr)
@@ -178,8 +178,11 @@ class Trainer:
     # ---------------------------------------------------------------- learning
     def _sgd_step(self, state: TrainState, batch: dict[str, jax.Array],
                   key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-        """Actor and temperature update, then critic update, on one batch split over devices.
+        """Actor and temperature update, and critic update, on one batch split over devices.
 
+        All three losses are taken at the parameters before the step, so the order of the
+        updates does not matter. The critic's goal representations psi(g) serve the actor's
+        Q-values too: the goal encoder runs once per step, not twice.
         Every loss is averaged over the device axis before differentiation, so the gradients
         of the (replicated) parameters are those of the global batch on every device.
         """
@@ -192,12 +195,24 @@ class Trainer:
                                              self.local_batch)
         alpha = jnp.exp(state.log_alpha)
 
+        def critic_objective(critic_params):
+            phi = nets.encode_state_action(critic_params, batch["state"], batch["action"])
+            psi = nets.encode_goal(critic_params, batch["goal"])
+            # Contrast against the global batch: every device sees all representations.
+            loss, metrics = losses.critic_loss(
+                cfg.energy, cfg.contrastive_loss, cfg.logsumexp_penalty,
+                jax.lax.all_gather(phi, AXIS, tiled=True),
+                jax.lax.all_gather(psi, AXIS, tiled=True))
+            return jax.lax.pmean(loss, AXIS), (metrics, psi)
+
+        (_, (critic_metrics, psi)), critic_grads = jax.value_and_grad(
+            critic_objective, has_aux=True)(params["critic"])
+
         def actor_objective(actor_params):
             mean, log_std = nets.policy(actor_params, batch["state"], batch["goal"])
             pre_tanh = mean + jnp.exp(log_std) * noise
             log_prob = losses.tanh_gaussian_log_prob(pre_tanh, mean, log_std)
             phi = nets.encode_state_action(params["critic"], batch["state"], jnp.tanh(pre_tanh))
-            psi = nets.encode_goal(params["critic"], batch["goal"])
             q = losses.energy_pairs(cfg.energy, phi, psi)
             return jax.lax.pmean(losses.actor_loss(alpha, log_prob, q), AXIS), log_prob
 
@@ -205,22 +220,10 @@ class Trainer:
             return jax.lax.pmean(
                 losses.temperature_loss(log_alpha, log_prob, self.target_entropy), AXIS)
 
-        def critic_objective(critic_params):
-            phi = nets.encode_state_action(critic_params, batch["state"], batch["action"])
-            psi = nets.encode_goal(critic_params, batch["goal"])
-            # Contrast against the global batch: every device sees all representations.
-            phi = jax.lax.all_gather(phi, AXIS, tiled=True)
-            psi = jax.lax.all_gather(psi, AXIS, tiled=True)
-            loss, metrics = losses.critic_loss(cfg.energy, cfg.contrastive_loss,
-                                               cfg.logsumexp_penalty, phi, psi)
-            return jax.lax.pmean(loss, AXIS), metrics
-
         (actor_loss, log_prob), actor_grads = jax.value_and_grad(
             actor_objective, has_aux=True)(params["actor"])
         alpha_loss, alpha_grad = jax.value_and_grad(temperature_objective)(state.log_alpha,
                                                                            log_prob)
-        (_, critic_metrics), critic_grads = jax.value_and_grad(
-            critic_objective, has_aux=True)(params["critic"])
 
         actor_updates, actor_opt = self.actor_optimizer.update(actor_grads, state.actor_opt)
         critic_updates, critic_opt = self.critic_optimizer.update(critic_grads,
@@ -241,21 +244,25 @@ class Trainer:
         cfg = self.config
         state = self._collect_and_insert(state)
         key, window_key, relabel_key, shuffle_key, sgd_key = jax.random.split(state.key, 5)
-        windows = replay.sample_windows(state.buffer, self._local_key(window_key),
-                                        cfg.episode_length)
-        transitions = replay.relabel(self._local_key(relabel_key), windows,
-                                     self.goal_env.goal_indices, cfg.discount)
-        batches = replay.shuffle_into_batches(self._local_key(shuffle_key), transitions,
-                                              self.local_batch,
-                                              cfg.num_sgd_batches_per_training_step)
+        rows = replay.sample_windows(state.buffer, self._local_key(window_key),
+                                     cfg.episode_length)
+        traj_id = state.buffer.data["traj_id"][rows, jnp.arange(self.local_envs)[:, None]]
+        goal_steps = replay.relabel(self._local_key(relabel_key), traj_id, cfg.discount)
+        batches = replay.sample_batches(self._local_key(shuffle_key), state.buffer, rows,
+                                        goal_steps, self.goal_env.goal_indices,
+                                        self.local_batch, cfg.num_sgd_batches_per_training_step)
+        state, metrics = self._sgd_steps(state.replace(key=key), batches, sgd_key)
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    def _sgd_steps(self, state: TrainState, batches: dict[str, jax.Array],
+                   key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One SGD step per leading index of ``batches``; metrics ``[num_batches]``."""
         num_batches = jax.tree.leaves(batches)[0].shape[0]
-        sgd_keys = jax.random.split(sgd_key, num_batches)
 
         def sgd(state, batch_and_key):
             return self._sgd_step(state, *batch_and_key)
 
-        state, metrics = jax.lax.scan(sgd, state.replace(key=key), (batches, sgd_keys))
-        return state, jax.tree.map(jnp.mean, metrics)
+        return jax.lax.scan(sgd, state, (batches, jax.random.split(key, num_batches)))
 
     # ---------------------------------------------------------------- compiled entry points
     @functools.cached_property
@@ -280,6 +287,15 @@ class Trainer:
 
         specs = self.state_specs()
         return self._sharded(epoch_local, (specs,), (specs, PartitionSpec()))
+
+    @functools.cached_property
+    def sgd_steps(self) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+        """SGD on given global batches (leaves ``[num_batches, batch_size, ...]``, split over
+        devices along the batch axis), without collecting or sampling: the update alone, for
+        benchmarks and for checking that device count does not change the numbers."""
+        specs = self.state_specs()
+        return self._sharded(self._sgd_steps, (specs, PartitionSpec(None, AXIS), PartitionSpec()),
+                             (specs, PartitionSpec()))
 
     @functools.cached_property
     def evaluate(self) -> Callable[[Params, jax.Array], dict[str, jax.Array]]:
@@ -336,19 +352,24 @@ def evaluation_key(config: Config, epoch: int) -> jax.Array:
 
 
 class _RunRecord:
-    """Where a run's progress goes: metrics.jsonl, the console, wandb, and checkpoints."""
+    """Where a run's progress goes: metrics.jsonl, the console and wandb (from process 0), and
+    checkpoints (every process writes its shards)."""
 
     def __init__(self, path: Path, config: Config, checkpoints: Checkpoints,
-                 history: list[dict], last_checkpoint: int | None,
+                 history: list[dict], last_checkpoint: int | None, main_process: bool,
                  log: Callable[[str], None]):
         self.path, self.config, self.checkpoints = path, config, checkpoints
         self.history, self.last_checkpoint, self.log = history, last_checkpoint, log
-        self.saved_once = False
-        self.wandb = WandbRun(path, config, history) if config.wandb else None
+        self.main_process, self.saved_once = main_process, False
+        self.wandb = WandbRun(path, config, history) if config.wandb and main_process else None
+        self.progress: runs.Progress | None = None
 
     def metrics(self, metrics: dict[str, Any]) -> None:
-        runs.append_metrics(self.path, metrics)
         self.history.append(metrics)
+        if self.main_process:
+            runs.append_metrics(self.path, metrics)
+            if self.progress:
+                self.progress.update(metrics["epoch"], metrics["env_steps"], metrics)
         if self.wandb:
             self.wandb.log(metrics)
 
@@ -356,7 +377,7 @@ class _RunRecord:
         meta = Meta(epoch=epoch, env_steps=env_steps, has_buffer=self.config.checkpoint_buffer,
                     config=dataclasses.asdict(self.config))
         seconds = self.checkpoints.save(state, meta)
-        if not self.saved_once:
+        if not self.saved_once and self.main_process:
             size = directory_size(self.checkpoints.directory / str(epoch))
             self.log(f"checkpoint of epoch {epoch}: {size / 2**20:.1f} MiB written in "
                      f"{seconds:.1f}s to {self.checkpoints.directory}")
@@ -369,7 +390,7 @@ class _RunRecord:
                               failed=error is not None and not isinstance(error, Preempted))
 
 
-def _open_run(config: Config, path: Path, resume: bool, trainer: Trainer,
+def _open_run(config: Config, path: Path, resume: bool, trainer: Trainer, main_process: bool,
               log: Callable[[str], None]) -> tuple[TrainState, Meta | None, _RunRecord]:
     """A new run directory and state, or the state of the latest checkpoint of ``path``."""
     if resume:
@@ -387,21 +408,25 @@ def _open_run(config: Config, path: Path, resume: bool, trainer: Trainer,
         history = runs.metrics_until(path, meta.epoch)
     else:
         state, meta, history = trainer.init(jax.random.PRNGKey(config.seed)), None, []
-        runs.create_run(path, config)
+        # Every process has checked before any creates: they all agree whether it is new.
+        distributed.barrier("run directory checked")
+        if main_process:
+            runs.create_run(path, config)
+        distributed.barrier("run directory created")
         checkpoints = Checkpoints(path, keep=config.keep_checkpoints)
         log(f"run directory: {path}")
     try:
-        record = _RunRecord(path, config, checkpoints, history,
-                            meta.epoch if meta else None, log)
+        record = _RunRecord(path, config, checkpoints, history, meta.epoch if meta else None,
+                            main_process, log)
     except Exception as error:  # wandb could not start (no account, no network, ...)
         checkpoints.close()
         if not resume:
             shutil.rmtree(path)  # created above, holds nothing yet
         raise runs.RunError(f"wandb: {str(error).strip().splitlines()[0]}") from error
     if resume:
-        # Only now that everything has started: the epochs after the checkpoint are redone.
-        runs.write_metrics(path, history)
-        runs.write_config(path, config)
+        if main_process:  # only now that everything has started: later epochs are redone
+            runs.write_metrics(path, history)
+            runs.write_config(path, config)
         log(f"resuming {path} after epoch {meta.epoch} ({meta.env_steps:,} env steps)")
     return state, meta, record
 
@@ -411,17 +436,25 @@ def train(config: Config, log: Callable[[str], None] = print,
     """Run a whole (validated, resolved) configuration and write its run directory; with
     ``resume``, continue the run in that directory from its latest checkpoint.
 
-    Returns the final state and every epoch's metrics. Raises Preempted (after a checkpoint)
-    on SIGTERM or SIGUSR1, and Diverged on a non-finite loss or parameter.
+    Every process of a multi-process run calls this; process 0 alone writes the run's files,
+    the console and wandb, and each process writes its shards of the checkpoints. Returns the
+    final state and every epoch's metrics. Raises Preempted (after a checkpoint) on SIGTERM or
+    SIGUSR1, and Diverged on a non-finite loss or parameter.
     """
+    distributed.initialize(config)
+    main_process = distributed.is_main_process()
+    if not main_process:
+        log = lambda _: None
+    if config.run_name is None:
+        config = dataclasses.replace(
+            config, run_name=runs.default_run_name(config, distributed.shared_timestamp()))
     path = runs.run_path(config)
     if not resume:
         runs.check_new_run(path)
-        config = dataclasses.replace(config, run_name=path.name)
     enable_compile_cache(config.compile_cache)
     trainer = Trainer(config)
     with PreemptionWatch() as watch:
-        state, meta, record = _open_run(config, path, resume, trainer, log)
+        state, meta, record = _open_run(config, path, resume, trainer, main_process, log)
         error = None
         try:
             state = _train_epochs(trainer, state, meta, record, watch, log)
@@ -475,9 +508,10 @@ def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None, record
             log(f"the checkpoint has no replay buffer: refilled it with {prefill_steps:,} env "
                 "steps of the current policy (the run is no longer an exact continuation)")
 
-    progress = runs.Progress(config.num_epochs, epoch, env_steps)
+    record.progress = runs.Progress(config.num_epochs, epoch, env_steps)
     epoch_steps = config.training_steps_per_epoch * config.env_steps_per_training_step
-    while watch.received is None and epoch < config.num_epochs:
+    stop = watch.agreed()
+    while stop is None and epoch < config.num_epochs:
         epoch += 1
         start = time.perf_counter()
         state, train_metrics = train_epoch(state)
@@ -492,24 +526,22 @@ def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None, record
                                                evaluation_key(config, epoch)))
         eval_s = time.perf_counter() - start
         env_steps += epoch_steps
-        metrics = {
+        record.metrics({
             "epoch": epoch, "env_steps": env_steps, **train_metrics,
             **{k: float(v) for k, v in eval_metrics.items()},
             "time/epoch_s": train_s, "time/eval_s": eval_s,
             "time/env_steps_per_s": epoch_steps / train_s,
             "time/sgd_steps_per_s": (config.training_steps_per_epoch
                                      * config.sgd_batches_per_training_step / train_s),
-        }
-        record.metrics(metrics)
-        progress.update(epoch, env_steps, metrics)
-        if (epoch % config.checkpoint_every == 0 or epoch == config.num_epochs
-                or watch.received):
+        })
+        stop = watch.agreed()
+        if epoch % config.checkpoint_every == 0 or epoch == config.num_epochs or stop:
             record.checkpoint(state, epoch, env_steps)
-    if watch.received:
+    if stop:
         if record.last_checkpoint != epoch:
             record.checkpoint(state, epoch, env_steps)
-        raise Preempted(epoch, watch.received, str(path))
-    if config.render:
+        raise Preempted(epoch, stop, str(path))
+    if config.render and record.main_process:
         try:
             render_policy(trainer, state.params["actor"], path / "render", epoch,
                           evaluation_key(config, epoch), log=log)
@@ -528,10 +560,12 @@ def main(argv: list[str] | None = None) -> Any:
     except (ConfigError, FileExistsError, runs.RunError) as error:
         fail(str(error))
     except Preempted as stop:
-        print(f"crl: {stop}", file=sys.stderr)
+        if distributed.is_main_process():
+            print(f"crl: {stop}", file=sys.stderr)
         raise SystemExit(EXIT_PREEMPTED) from None
     except Diverged as diverged:
-        print(f"crl: error: {diverged}", file=sys.stderr)
+        if distributed.is_main_process():
+            print(f"crl: error: {diverged}", file=sys.stderr)
         raise SystemExit(EXIT_DIVERGED) from None
 
 

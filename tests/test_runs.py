@@ -247,6 +247,37 @@ def test_sigusr1_stops_after_the_prefill_and_a_bufferless_checkpoint_refills(tmp
                                                  2 * prefill + 2 * per_epoch]
 
 
+AGREE = textwrap.dedent("""
+    import sys
+    import jax
+    from crl.preemption import PreemptionWatch
+
+    port, rank = sys.argv[1], int(sys.argv[2])
+    jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2,
+                               process_id=rank)
+    watch = PreemptionWatch()
+    before = watch.agreed()
+    if rank == 1:
+        watch.received = "SIGUSR1"  # as if Slurm's signal reached this process only
+    print(before, watch.agreed())
+""")
+
+
+def test_processes_agree_to_stop_when_one_of_them_is_signalled():
+    """Slurm signals the processes of a job at slightly different times; every process must
+    stop after the same epoch or the others would wait forever in a collective."""
+    from test_distributed import free_port
+
+    port = str(free_port())
+    processes = [subprocess.Popen([sys.executable, "-c", AGREE, port, str(rank)], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for rank in (0, 1)]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    for process, (out, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err[-3000:]
+        assert out.strip().splitlines()[-1] == "None SIGUSR1"
+
+
 KILL_DURING_SAVE = textwrap.dedent("""
     import os, signal, sys
     from orbax.checkpoint._src.path import atomicity
