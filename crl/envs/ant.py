@@ -50,6 +50,7 @@ class Ant(BraxGoalEnv):
     """The goal is the torso (x, y). The state is the Ant's q and qd, then each object's (x, y)
     and velocity."""
 
+    goal_name = "torso (x, y)"
     goal_indices = (0, 1)
     goal_axes = (0, 1)
 
@@ -113,6 +114,7 @@ class AntBall(Ant):
     """Push a ball (radius 0.5) onto a target 5 m away; the goal is the ball's (x, y). The ball
     starts about halfway to the target."""
 
+    goal_name = "ball (x, y)"
     goal_indices = (ANT_Q + ANT_QD, ANT_Q + ANT_QD + 1)
 
     def __init__(self, backend: str = "spring", target_distance: float = 5.0,

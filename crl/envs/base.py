@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 from brax.envs.base import Env, PipelineEnv, State
 from brax.io import mjcf
@@ -19,6 +20,7 @@ from crl.envs.model import PipelineSettings
 class GoalEnv(Env):
     state_size: int
     goal_indices: tuple[int, ...]
+    goal_name: str  # what the goal is, e.g. "torso (x, y)"
 
     @property
     def goal_size(self) -> int:
@@ -43,11 +45,12 @@ def goal_distance(obs: jax.Array, state_size: int, goal_indices: tuple[int, ...]
 class BraxGoalEnv(GoalEnv, PipelineEnv):
     """A goal-conditioned task on a Brax model.
 
-    A subclass builds the model (with a goal marker body, ``marker_body``), says how an episode
-    starts (``initial_q_qd``), what the state is (``observe_state``) and when an episode
-    terminates (``terminated``; never by default). The commanded goal is read off the marker's
-    world position (coordinates ``goal_axes``), so the goal in the observation is always where
-    the marker is. Actions in [-1, 1] are mapped onto each actuator's control range.
+    A subclass builds the model (with a goal marker body on slide joints, ``marker_body``, a
+    child of the world body), says how an episode starts (``initial_q_qd``), what the state is
+    (``observe_state``) and when an episode terminates (``terminated``; never by default). The
+    commanded goal is the marker's position (coordinates ``goal_axes``), so the goal in the
+    observation is where the marker is drawn. Actions in [-1, 1] are mapped onto each
+    actuator's control range.
     """
 
     marker_body: str = "goal_marker"
@@ -57,6 +60,14 @@ class BraxGoalEnv(GoalEnv, PipelineEnv):
         sys, n_frames = settings.configure(mjcf.loads(xml), backend)
         PipelineEnv.__init__(self, sys=sys, backend=backend, n_frames=n_frames)
         self._marker = sys.link_names.index(self.marker_body)
+        # The goal is the marker's rest position plus its slide joints' offsets, read from q:
+        # exact on every pipeline (spring joints are stiff springs, so the body itself sags).
+        model = sys.mj_model
+        body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, self.marker_body)
+        joints = np.flatnonzero(model.jnt_bodyid == body)
+        self._marker_origin = np.asarray(model.body_pos[body], np.float32)
+        self._marker_q = np.asarray(model.jnt_qposadr[joints])
+        self._marker_axes = np.asarray(model.jnt_axis[joints], np.float32)
         ctrl_range = np.asarray(sys.actuator.ctrl_range, np.float32)
         self._ctrl_low, self._ctrl_high = ctrl_range[:, 0], ctrl_range[:, 1]
 
@@ -70,7 +81,8 @@ class BraxGoalEnv(GoalEnv, PipelineEnv):
         return jnp.zeros((), bool)
 
     def commanded_goal(self, pipeline_state) -> jax.Array:
-        return pipeline_state.x.pos[self._marker, jnp.asarray(self.goal_axes)]
+        offsets = pipeline_state.q[self._marker_q] @ self._marker_axes
+        return (self._marker_origin + offsets)[jnp.asarray(self.goal_axes)]
 
     def observe(self, pipeline_state, action: jax.Array) -> jax.Array:
         return jnp.concatenate([self.observe_state(pipeline_state, action),

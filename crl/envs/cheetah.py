@@ -31,6 +31,7 @@ def _fix_total_mass(root: ET.Element) -> None:
 
 
 class Cheetah(BraxGoalEnv):
+    goal_name = "torso x"
     goal_indices = (0,)
     goal_axes = (0,)
     state_size = 2 * CHEETAH_Q

@@ -36,6 +36,7 @@ TARGET_HEIGHT = 1.25
 
 
 class Humanoid(BraxGoalEnv):
+    goal_name = "torso (x, y, z)"
     goal_indices = (0, 1, 2)
     goal_axes = (0, 1, 2)
 

@@ -34,6 +34,7 @@ def _uniform_in(key: jax.Array, region) -> jax.Array:
 
 class Pusher(BraxGoalEnv):
     marker_body = "goal"
+    goal_name = "object (x, y, z)"
     goal_indices = (10, 11, 12)
     goal_axes = (0, 1, 2)
     state_size = 20

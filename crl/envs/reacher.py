@@ -22,6 +22,7 @@ TARGET_RADIUS = 0.2
 
 class Reacher(BraxGoalEnv):
     marker_body = "target"
+    goal_name = "fingertip (x, y, z)"
     goal_indices = (4, 5, 6)
     goal_axes = (0, 1, 2)
     state_size = 10
