@@ -20,11 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's crl
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax
 
-from crl import envs  # noqa: E402
-from crl.envs.wrappers import EpisodeBatch  # noqa: E402
+from crl import envs
+from crl.envs.wrappers import EpisodeBatch
 
 KINDS = ("reacher", "pusher_easy", "cheetah", "ant", "ant_ball", "ant_push", "ant_u_maze",
          "ant_hardest_maze", "humanoid", "humanoid_u_maze", "humanoid_hardest_maze",

@@ -280,3 +280,18 @@ def test_a_malformed_layout_file_fails_the_command_line_with_its_line_and_column
     assert errors == [f"crl: error: maze_layout: {path}:3:1: ragged row of 3 cells; the first "
                       "row (line 1) has 5"]
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("kind", "region"), [
+    ("easy", ((-0.55, -0.25), (-0.2, 0.2))),  # the benchmark's goal regions, as offsets from
+    ("hard", ((-0.65, 0.35), (-0.55, 0.45))),  # the goal body's rest position
+])
+def test_pusher_goals_fill_their_region_away_from_the_object(kind, region):
+    env = envs.make_env(f"pusher_{kind}")
+    q, _ = jax.jit(jax.vmap(env.initial_q_qd))(jax.random.split(jax.random.PRNGKey(0), 2000))
+    q = np.asarray(q)
+    obj, goal = q[:, [8, 7]], q[:, [10, 9]]  # slide offsets (x, y); the joints are y, then x
+    for axis, (low, high) in enumerate(region):
+        assert low - 1e-6 <= goal[:, axis].min() < low + 0.05
+        assert high - 0.05 < goal[:, axis].max() <= high + 1e-6
+    assert np.all(np.linalg.norm(obj - goal, axis=1) >= 0.17 - 1e-5)

@@ -128,7 +128,7 @@ class AntBall(Ant):
 
     def object_positions(self, rng: jax.Array, start: jax.Array,
                          goal: jax.Array) -> jax.Array:
-        # Halfway, at least 2 m from the Ant (its legs reach 1.2 m, plus the ball's radius).
+        # Halfway (2.5 m), so never within the Ant's reach (1.2 m, plus the ball's radius).
         middle = 0.5 * (start + goal) + uniform_noise(rng, (2,), self.ball_noise)
         return middle[None]
 
