@@ -1,14 +1,15 @@
 """Trajectory replay over (time, env) and hindsight relabelling.
 
 The buffer is a ring over time for every env at once: ``data`` leaves are ``[capacity, num_envs,
-...]``. Sampling reads, for every env, one window of consecutive time steps; relabelling then
+...]``. Sampling picks, for every env, one window of consecutive time steps; relabelling then
 gives step t of a window the goal of a later step j of the same trajectory, with
 P(j) proportional to discount^(j - t) (a truncated geometric over the steps left in the window),
-or step t itself when no later step of its trajectory is in the window.
+or step t itself when no later step of its trajectory is in the window. Batches read from the
+buffer only the steps they use.
 
 Relabelling costs O(L) per window of length L: the number of later steps of the same trajectory
-comes from one reverse cumulative minimum, and the offset is drawn by inverting the truncated
-geometric CDF, never by building an L x L probability matrix.
+comes from one segment maximum, and the offset is drawn by inverting the truncated geometric CDF,
+never by building an L x L probability matrix.
 """
 
 from __future__ import annotations
@@ -54,19 +55,16 @@ def insert(buffer: ReplayBuffer, steps: Pytree) -> ReplayBuffer:
     )
 
 
-def sample_windows(buffer: ReplayBuffer, key: jax.Array, length: int) -> Pytree:
-    """One window of ``length`` consecutive steps per env: leaves ``[num_envs, length, ...]``.
-
-    Each env's window starts uniformly among the positions where it fits in the stored history
-    (the caller guarantees ``size >= length``).
-    """
+def sample_windows(buffer: ReplayBuffer, key: jax.Array, length: int) -> jax.Array:
+    """One window of ``length`` consecutive steps per env, as the buffer's time rows:
+    ``[num_envs, length]``. Each env's window starts uniformly among the positions where it fits
+    in the stored history (the caller guarantees ``size >= length``). Nothing is copied: the
+    steps are read later, and only those a batch uses."""
     capacity = buffer.capacity
     num_envs = jax.tree.leaves(buffer.data)[0].shape[1]
     oldest = (buffer.insert_position - buffer.size) % capacity
     starts = jax.random.randint(key, (num_envs,), 0, buffer.size - length + 1)
-    rows = (oldest + starts[:, None] + jnp.arange(length)[None, :]) % capacity
-    envs = jnp.arange(num_envs)[:, None]
-    return jax.tree.map(lambda d: d[rows, envs], buffer.data)
+    return (oldest + starts[:, None] + jnp.arange(length)[None, :]) % capacity
 
 
 def sample_future_steps(key: jax.Array, traj_id: jax.Array, discount: float) -> jax.Array:
@@ -75,11 +73,12 @@ def sample_future_steps(key: jax.Array, traj_id: jax.Array, discount: float) -> 
     n_t is the number of later steps of t's trajectory in the window; j = t when n_t = 0."""
     length = traj_id.shape[0]
     t = jnp.arange(length)
-    # Trajectories are contiguous in time, so t's trajectory ends at the first index >= t whose
-    # successor has another id (or at the end of the window).
-    ends_here = jnp.append(traj_id[1:] != traj_id[:-1], True)
-    trajectory_end = jax.lax.cummin(jnp.where(ends_here, t, length - 1), reverse=True)
-    n = trajectory_end - t
+    # Trajectories are contiguous in time and ids grow by one at each new episode, so the ids
+    # relative to the first are segment numbers in [0, L): t's trajectory ends at the last step
+    # of its segment (a scatter-max, O(L) on every backend).
+    segment = traj_id - traj_id[0]
+    last = jax.ops.segment_max(t, segment, num_segments=length, indices_are_sorted=True)
+    n = last[segment] - t
     # Inverse CDF: P(k' <= k) = (1 - g^k) / (1 - g^n), so k = ceil(log(1 - u (1 - g^n)) / log g).
     log_discount = jnp.log(jnp.float32(discount))
     mass = -jnp.expm1(n * log_discount)  # 1 - g^n, accurate for small n
@@ -89,36 +88,37 @@ def sample_future_steps(key: jax.Array, traj_id: jax.Array, discount: float) -> 
     return jnp.where(n > 0, t + k, t)
 
 
-def relabel(key: jax.Array, windows: Pytree, goal_indices: tuple[int, ...],
-            discount: float) -> dict[str, jax.Array]:
-    """Hindsight goals for windows with leaves ``[E, L, ...]`` holding ``state``, ``action`` and
-    ``traj_id``. Returns ``state``, ``action``, ``goal`` of the first L-1 steps of every window,
-    flattened to ``[E * (L - 1), ...]``."""
-    num_envs, length = windows["traj_id"].shape
-    keys = jax.random.split(key, num_envs)
-    future = jax.vmap(sample_future_steps, in_axes=(0, 0, None))(keys, windows["traj_id"],
-                                                                 discount)
-    achieved = windows["state"][..., jnp.asarray(goal_indices)]
-    goal = jnp.take_along_axis(achieved, future[..., None], axis=1)
-
-    def first_steps(x: jax.Array) -> jax.Array:
-        return x[:, :-1].reshape(num_envs * (length - 1), *x.shape[2:])
-
-    return {
-        "state": first_steps(windows["state"]),
-        "action": first_steps(windows["action"]),
-        "goal": first_steps(goal),
-    }
+def relabel(key: jax.Array, traj_id: jax.Array, discount: float) -> jax.Array:
+    """Hindsight goals of windows with trajectory ids ``[E, L]``: for every step, the position
+    in its window of the step whose state is its goal, ``[E, L]``. O(L) per window."""
+    keys = jax.random.split(key, traj_id.shape[0])
+    return jax.vmap(sample_future_steps, in_axes=(0, 0, None))(keys, traj_id, discount)
 
 
-def shuffle_into_batches(key: jax.Array, transitions: Pytree, batch_size: int,
-                         max_batches: int) -> Pytree:
-    """A random permutation of the transitions cut into ``min(max_batches, N // batch_size)``
-    batches: leaves ``[num_batches, batch_size, ...]``. Only the used rows are gathered."""
-    total = jax.tree.leaves(transitions)[0].shape[0]
+def sample_batches(key: jax.Array, buffer: ReplayBuffer, rows: jax.Array, goal_steps: jax.Array,
+                   goal_indices: tuple[int, ...], batch_size: int,
+                   max_batches: int) -> dict[str, jax.Array]:
+    """Batches of relabelled transitions from windows ``rows`` (``[E, L]``, from
+    ``sample_windows``) and their goal positions ``goal_steps`` (from ``relabel``).
+
+    The transitions are the first L - 1 steps of every window (the last has no later step), in
+    a random order without repetition, cut into ``min(max_batches, E * (L - 1) // batch_size)``
+    batches. Returns ``state``, ``action`` and ``goal`` with leaves
+    ``[num_batches, batch_size, ...]``, reading from the buffer (whose data holds ``state`` and
+    ``action``) only the rows that the batches use.
+    """
+    num_envs, length = rows.shape
+    total = num_envs * (length - 1)
     num_batches = min(max_batches, total // batch_size)
     if num_batches == 0:
         raise ValueError(f"batch_size={batch_size} is larger than the {total} transitions")
-    order = jax.random.permutation(key, total)[: num_batches * batch_size]
-    return jax.tree.map(
-        lambda x: x[order].reshape(num_batches, batch_size, *x.shape[1:]), transitions)
+    picked = jax.random.permutation(key, total)[: num_batches * batch_size]
+    env, t = picked // (length - 1), picked % (length - 1)
+    states, actions = buffer.data["state"], buffer.data["action"]
+    row, goal_row = rows[env, t], rows[env, goal_steps[env, t]]
+    transitions = {
+        "state": states[row, env],
+        "action": actions[row, env],
+        "goal": states[goal_row, env][:, jnp.asarray(goal_indices)],
+    }
+    return jax.tree.map(lambda x: x.reshape(num_batches, batch_size, *x.shape[1:]), transitions)

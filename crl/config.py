@@ -8,6 +8,9 @@ import sys
 
 from crl import envs
 from crl.losses import CONTRASTIVE_LOSSES, ENERGIES
+from crl.networks.mlp import REMAT_MODES
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +39,12 @@ class Config:
     width: int = 256
     repr_dim: int = 64
     """Size of the representations phi(s, a) and psi(g)."""
-    remat: bool = False
-    """Recompute each residual block in the backward pass (less memory, more compute)."""
+    remat: str = "elementwise"
+    """What the backward pass recomputes instead of storing: elementwise (LayerNorm and Swish;
+    stores the Dense outputs), blocks (whole residual blocks; least memory) or none."""
+    compute_dtype: str = "float32"
+    """Dtype of the networks' matrix products: float32 or bfloat16. Parameters, optimiser states,
+    LayerNorm statistics and losses stay float32."""
 
     # Losses and optimisation
     energy: str = "l2"
@@ -75,6 +82,13 @@ class Config:
     """Run directory name; default: <env>_d<depth>_s<seed>_<time>."""
     compile_cache: str = "~/.cache/crl/jax"
     """JAX persistent compilation cache directory ('' disables it)."""
+
+    # Launch: several processes (hosts) training one agent. Under Slurm (srun with several
+    # tasks) they are found automatically; elsewhere give all three.
+    coordinator_address: str | None = None
+    """host:port of process 0, e.g. node001:12345."""
+    num_processes: int | None = None
+    process_id: int | None = None
 
     def resolved(self) -> Config:
         """The config with every default that depends on the env or on `depth` filled in."""
@@ -146,6 +160,12 @@ def validate(config: Config) -> Config:
         if value is not None and (value <= 0 or value % 4):
             raise ConfigError(f"{name}={value} must be a positive multiple of 4 (residual blocks "
                               "of 4 layers): e.g. 4, 8, 16, ..., 1024")
+    if config.remat not in REMAT_MODES:
+        raise ConfigError(f"remat={config.remat!r} is unknown; valid: {', '.join(REMAT_MODES)}")
+    if config.compute_dtype not in COMPUTE_DTYPES:
+        raise ConfigError(f"compute_dtype={config.compute_dtype!r} is unknown; valid: "
+                          f"{', '.join(COMPUTE_DTYPES)}")
+    _validate_launch(config)
     if config.energy not in ENERGIES:
         raise ConfigError(f"energy={config.energy!r} is unknown; valid: {', '.join(ENERGIES)}")
     if config.contrastive_loss not in CONTRASTIVE_LOSSES:
@@ -190,6 +210,25 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"total_env_steps={config.total_env_steps} leaves no training step: "
                           f"prefill plus one training step per epoch needs at least {needed}")
     return config
+
+
+def _validate_launch(config: Config) -> None:
+    launch = {"coordinator_address": config.coordinator_address,
+              "num_processes": config.num_processes, "process_id": config.process_id}
+    given = [name for name, value in launch.items() if value is not None]
+    if given and len(given) < len(launch):
+        missing = [name for name in launch if name not in given]
+        raise ConfigError(f"{', '.join(given)} given without {', '.join(missing)}: a multi-process "
+                          "launch needs coordinator_address, num_processes and process_id")
+    if given:
+        if config.num_processes < 1:
+            raise ConfigError(f"num_processes={config.num_processes} must be a positive integer")
+        if not 0 <= config.process_id < config.num_processes:
+            raise ConfigError(f"process_id={config.process_id} must be in [0, num_processes="
+                              f"{config.num_processes})")
+        if ":" not in config.coordinator_address:
+            raise ConfigError(f"coordinator_address={config.coordinator_address!r} must be "
+                              "host:port, e.g. node001:12345")
 
 
 PRESETS: dict[str, Config] = {

@@ -16,14 +16,15 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 
 
-def default_run_name(config: Config) -> str:
+def default_run_name(config: Config, timestamp: str) -> str:
     depth = (f"d{config.depth}" if config.actor_depth == config.critic_depth == config.depth
              else f"a{config.actor_depth}c{config.critic_depth}")
-    return f"{config.env}_{depth}_s{config.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{config.env}_{depth}_s{config.seed}_{timestamp}"
 
 
 def run_path(config: Config) -> Path:
-    return Path(config.run_dir).expanduser() / (config.run_name or default_run_name(config))
+    """The run directory of a config whose ``run_name`` is set."""
+    return Path(config.run_dir).expanduser() / config.run_name
 
 
 def check_new_run(path: Path) -> None:

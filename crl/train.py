@@ -10,6 +10,7 @@ gradients averaged. One device is a mesh of size one.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from flax import struct
 from jax.sharding import Mesh, PartitionSpec
 
 from crl import buffer as replay
-from crl import losses, runs
+from crl import distributed, losses, runs
 from crl.config import Config, ConfigError, fail, parse_args
 from crl.envs import get_spec
 from crl.envs.base import goal_distance, split_observation
@@ -72,7 +73,7 @@ class Trainer:
             state_size=self.goal_env.state_size, goal_size=self.goal_env.goal_size,
             action_size=self.goal_env.action_size, actor_depth=config.actor_depth,
             critic_depth=config.critic_depth, width=config.width, repr_dim=config.repr_dim,
-            remat=config.remat)
+            remat=config.remat, compute_dtype=jnp.dtype(config.compute_dtype))
         self.actor_optimizer = optax.adam(config.actor_lr)
         self.critic_optimizer = optax.adam(config.critic_lr)
         self.alpha_optimizer = optax.adam(config.alpha_lr)
@@ -166,8 +167,11 @@ class Trainer:
     # ---------------------------------------------------------------- learning
     def _sgd_step(self, state: TrainState, batch: dict[str, jax.Array],
                   key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-        """Actor and temperature update, then critic update, on one batch split over devices.
+        """Actor and temperature update, and critic update, on one batch split over devices.
 
+        All three losses are taken at the parameters before the step, so the order of the
+        updates does not matter. The critic's goal representations psi(g) serve the actor's
+        Q-values too: the goal encoder runs once per step, not twice.
         Every loss is averaged over the device axis before differentiation, so the gradients
         of the (replicated) parameters are those of the global batch on every device.
         """
@@ -180,12 +184,24 @@ class Trainer:
                                              self.local_batch)
         alpha = jnp.exp(state.log_alpha)
 
+        def critic_objective(critic_params):
+            phi = nets.encode_state_action(critic_params, batch["state"], batch["action"])
+            psi = nets.encode_goal(critic_params, batch["goal"])
+            # Contrast against the global batch: every device sees all representations.
+            loss, metrics = losses.critic_loss(
+                cfg.energy, cfg.contrastive_loss, cfg.logsumexp_penalty,
+                jax.lax.all_gather(phi, AXIS, tiled=True),
+                jax.lax.all_gather(psi, AXIS, tiled=True))
+            return jax.lax.pmean(loss, AXIS), (metrics, psi)
+
+        (_, (critic_metrics, psi)), critic_grads = jax.value_and_grad(
+            critic_objective, has_aux=True)(params["critic"])
+
         def actor_objective(actor_params):
             mean, log_std = nets.policy(actor_params, batch["state"], batch["goal"])
             pre_tanh = mean + jnp.exp(log_std) * noise
             log_prob = losses.tanh_gaussian_log_prob(pre_tanh, mean, log_std)
             phi = nets.encode_state_action(params["critic"], batch["state"], jnp.tanh(pre_tanh))
-            psi = nets.encode_goal(params["critic"], batch["goal"])
             q = losses.energy_pairs(cfg.energy, phi, psi)
             return jax.lax.pmean(losses.actor_loss(alpha, log_prob, q), AXIS), log_prob
 
@@ -193,22 +209,10 @@ class Trainer:
             return jax.lax.pmean(
                 losses.temperature_loss(log_alpha, log_prob, self.target_entropy), AXIS)
 
-        def critic_objective(critic_params):
-            phi = nets.encode_state_action(critic_params, batch["state"], batch["action"])
-            psi = nets.encode_goal(critic_params, batch["goal"])
-            # Contrast against the global batch: every device sees all representations.
-            phi = jax.lax.all_gather(phi, AXIS, tiled=True)
-            psi = jax.lax.all_gather(psi, AXIS, tiled=True)
-            loss, metrics = losses.critic_loss(cfg.energy, cfg.contrastive_loss,
-                                               cfg.logsumexp_penalty, phi, psi)
-            return jax.lax.pmean(loss, AXIS), metrics
-
         (actor_loss, log_prob), actor_grads = jax.value_and_grad(
             actor_objective, has_aux=True)(params["actor"])
         alpha_loss, alpha_grad = jax.value_and_grad(temperature_objective)(state.log_alpha,
                                                                            log_prob)
-        (_, critic_metrics), critic_grads = jax.value_and_grad(
-            critic_objective, has_aux=True)(params["critic"])
 
         actor_updates, actor_opt = self.actor_optimizer.update(actor_grads, state.actor_opt)
         critic_updates, critic_opt = self.critic_optimizer.update(critic_grads,
@@ -229,21 +233,25 @@ class Trainer:
         cfg = self.config
         state = self._collect_and_insert(state)
         key, window_key, relabel_key, shuffle_key, sgd_key = jax.random.split(state.key, 5)
-        windows = replay.sample_windows(state.buffer, self._local_key(window_key),
-                                        cfg.episode_length)
-        transitions = replay.relabel(self._local_key(relabel_key), windows,
-                                     self.goal_env.goal_indices, cfg.discount)
-        batches = replay.shuffle_into_batches(self._local_key(shuffle_key), transitions,
-                                              self.local_batch,
-                                              cfg.num_sgd_batches_per_training_step)
+        rows = replay.sample_windows(state.buffer, self._local_key(window_key),
+                                     cfg.episode_length)
+        traj_id = state.buffer.data["traj_id"][rows, jnp.arange(self.local_envs)[:, None]]
+        goal_steps = replay.relabel(self._local_key(relabel_key), traj_id, cfg.discount)
+        batches = replay.sample_batches(self._local_key(shuffle_key), state.buffer, rows,
+                                        goal_steps, self.goal_env.goal_indices,
+                                        self.local_batch, cfg.num_sgd_batches_per_training_step)
+        state, metrics = self._sgd_steps(state.replace(key=key), batches, sgd_key)
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    def _sgd_steps(self, state: TrainState, batches: dict[str, jax.Array],
+                   key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One SGD step per leading index of ``batches``; metrics ``[num_batches]``."""
         num_batches = jax.tree.leaves(batches)[0].shape[0]
-        sgd_keys = jax.random.split(sgd_key, num_batches)
 
         def sgd(state, batch_and_key):
             return self._sgd_step(state, *batch_and_key)
 
-        state, metrics = jax.lax.scan(sgd, state.replace(key=key), (batches, sgd_keys))
-        return state, jax.tree.map(jnp.mean, metrics)
+        return jax.lax.scan(sgd, state, (batches, jax.random.split(key, num_batches)))
 
     # ---------------------------------------------------------------- compiled entry points
     @functools.cached_property
@@ -268,6 +276,15 @@ class Trainer:
 
         specs = self.state_specs()
         return self._sharded(epoch_local, (specs,), (specs, PartitionSpec()))
+
+    @functools.cached_property
+    def sgd_steps(self) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+        """SGD on given global batches (leaves ``[num_batches, batch_size, ...]``, split over
+        devices along the batch axis), without collecting or sampling: the update alone, for
+        benchmarks and for checking that device count does not change the numbers."""
+        specs = self.state_specs()
+        return self._sharded(self._sgd_steps, (specs, PartitionSpec(None, AXIS), PartitionSpec()),
+                             (specs, PartitionSpec()))
 
     @functools.cached_property
     def evaluate(self) -> Callable[[Params, jax.Array], dict[str, jax.Array]]:
@@ -318,13 +335,23 @@ def enable_compile_cache(directory: str) -> None:
 
 
 def train(config: Config, log: Callable[[str], None] = print) -> tuple[TrainState, list[dict]]:
-    """Run a whole (validated, resolved) configuration; write the run directory."""
+    """Run a whole (validated, resolved) configuration; write the run directory (process 0)."""
+    distributed.initialize(config)
+    main_process = distributed.is_main_process()
+    if not main_process:
+        log = lambda _: None
+    if config.run_name is None:
+        config = dataclasses.replace(
+            config, run_name=runs.default_run_name(config, distributed.shared_timestamp()))
     path = runs.run_path(config)
     runs.check_new_run(path)
     enable_compile_cache(config.compile_cache)
     trainer = Trainer(config)
     state = trainer.init(jax.random.PRNGKey(config.seed))
-    runs.create_run(path, config)
+    # Every process has checked before any creates: they all agree whether the directory is new.
+    distributed.barrier("run directory checked")
+    if main_process:
+        runs.create_run(path, config)
     log(f"run directory: {path}")
     log(f"{config.env}: {config.num_envs} envs on {trainer.num_devices} device(s), "
         f"{config.training_steps_per_epoch} training steps x "
@@ -351,11 +378,12 @@ def train(config: Config, log: Callable[[str], None] = print) -> tuple[TrainStat
                 "time/compile_epoch_s": epoch_compile_s,
                 "time/compile_prefill_s": prefill_compile_s,
                 "time/compile_eval_s": eval_compile_s, "time/prefill_s": prefill_s}]
-    runs.append_metrics(path, history[0])
+    if main_process:
+        runs.append_metrics(path, history[0])
     log(f"initial policy: eval/success={initial['eval/success']:.3g} "
         f"eval/success_any={initial['eval/success_any']:.3g}")
 
-    progress = runs.Progress(config.num_epochs)
+    progress = runs.Progress(config.num_epochs) if main_process else None
     env_steps = prefill_steps
     for epoch in range(1, config.num_epochs + 1):
         start = time.perf_counter()
@@ -377,10 +405,11 @@ def train(config: Config, log: Callable[[str], None] = print) -> tuple[TrainStat
             "time/sgd_steps_per_s": (config.training_steps_per_epoch
                                      * config.sgd_batches_per_training_step / train_s),
         }
-        runs.append_metrics(path, metrics)
         history.append(metrics)
-        progress.update(epoch, env_steps - prefill_steps,
-                        {**metrics, "critic_loss": metrics["train/critic_loss"]})
+        if main_process:
+            runs.append_metrics(path, metrics)
+            progress.update(epoch, env_steps - prefill_steps,
+                            {**metrics, "critic_loss": metrics["train/critic_loss"]})
     return state, history
 
 

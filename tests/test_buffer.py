@@ -46,24 +46,47 @@ def test_future_steps_follow_the_exact_distribution(discount):
     assert np.all(future[:, 3] == 3) and np.all(future[:, 9] == 9) and np.all(future[:, 13] == 13)
 
 
-def test_relabel_takes_goals_from_the_sampled_future_states():
-    num_envs, length = 3, 14
-    state = jnp.arange(num_envs * length * 3, dtype=jnp.float32).reshape(num_envs, length, 3)
-    windows = {"state": state, "action": -state[..., :2],
-               "traj_id": jnp.tile(jnp.asarray(TRAJ_ID), (num_envs, 1))}
-    out = buffer.relabel(jax.random.PRNGKey(0), windows, (2, 0), 0.9)
-    assert out["state"].shape == (num_envs * (length - 1), 3)
-    assert out["action"].shape == (num_envs * (length - 1), 2)
-    assert out["goal"].shape == (num_envs * (length - 1), 2)
-    flat_states = np.asarray(state).reshape(-1, 3)
-    for row in range(out["goal"].shape[0]):
-        env, t = divmod(row, length - 1)
-        # The goal is the (x2, x0) of some state of the same env and trajectory at j >= t.
-        matches = np.flatnonzero((flat_states[:, [2, 0]] == np.asarray(out["goal"][row])).all(1))
-        assert len(matches) == 1
-        j_env, j = divmod(matches[0], length)
-        assert j_env == env and j >= t and TRAJ_ID[j] == TRAJ_ID[t]
-        np.testing.assert_array_equal(out["state"][row], state[env, t])
+def filled_buffer(capacity: int, num_envs: int, steps: int, episode: int) -> buffer.ReplayBuffer:
+    """A buffer whose states say where they come from: state = (time, env, time % episode)."""
+    time = np.arange(steps)[:, None] + np.zeros((1, num_envs), int)
+    env = np.zeros((steps, 1), int) + np.arange(num_envs)[None, :]
+    data = {"state": jnp.asarray(np.stack([time, env, time % episode], -1), jnp.float32),
+            "action": jnp.asarray(-time, jnp.float32)[..., None],
+            "traj_id": jnp.asarray(time // episode, jnp.int32)}
+    empty = buffer.init_buffer(jax.tree.map(lambda x: x[0], data), capacity)
+    return buffer.insert(empty, data)
+
+
+def test_batches_hold_relabelled_transitions_of_their_windows():
+    num_envs, length, episode = 4, 30, 12
+    replay = filled_buffer(capacity=50, num_envs=num_envs, steps=50, episode=episode)
+    rows = buffer.sample_windows(replay, jax.random.PRNGKey(0), length)
+    traj_id = replay.data["traj_id"][rows, jnp.arange(num_envs)[:, None]]
+    goal_steps = buffer.relabel(jax.random.PRNGKey(1), traj_id, 0.9)
+    batches = buffer.sample_batches(jax.random.PRNGKey(2), replay, rows, goal_steps, (2, 0),
+                                    batch_size=16, max_batches=100)
+    assert batches["state"].shape == (num_envs * (length - 1) // 16, 16, 3)
+    assert batches["action"].shape[:2] == batches["goal"].shape[:2] == (7, 16)
+    state = np.asarray(batches["state"]).reshape(-1, 3)
+    goal = np.asarray(batches["goal"]).reshape(-1, 2)
+    action = np.asarray(batches["action"]).reshape(-1)
+    time, env = state[:, 0].astype(int), state[:, 1].astype(int)
+    window_start = np.asarray(rows)[env, 0]
+    assert len(set(zip(time, env, strict=True))) == len(time)  # no transition twice
+    assert np.all(time >= window_start) and np.all(time < window_start + length - 1)
+    np.testing.assert_array_equal(action, -time)
+    # The goal is (time % episode, time) of a later step of the same env and episode: goal[1]
+    # is its time, in the window, after t, with the same episode.
+    goal_time = goal[:, 1].astype(int)
+    np.testing.assert_array_equal(goal[:, 0], goal_time % episode)
+    assert np.all(goal_time < window_start + length)
+    last_of_episode = time % episode == episode - 1
+    assert np.all(goal_time[last_of_episode] == time[last_of_episode])
+    later = ~last_of_episode
+    assert np.all(goal_time[later] > time[later])
+    assert np.all(goal_time // episode == time // episode)
+    with pytest.raises(ValueError, match="batch_size=200"):
+        buffer.sample_batches(jax.random.PRNGKey(2), replay, rows, goal_steps, (0,), 200, 1)
 
 
 def test_insert_wraps_and_windows_are_consecutive():
@@ -75,8 +98,8 @@ def test_insert_wraps_and_windows_are_consecutive():
         state = buffer.insert(state, {"step": steps * 10 + jnp.arange(num_envs)})
     assert int(state.size) == capacity and int(state.insert_position) == 6
     for seed in range(20):
-        window = buffer.sample_windows(state, jax.random.PRNGKey(seed), 7)["step"]
-        window = np.asarray(window)
+        rows = buffer.sample_windows(state, jax.random.PRNGKey(seed), 7)
+        window = np.asarray(state.data["step"][rows, jnp.arange(num_envs)[:, None]])
         assert window.shape == (num_envs, 7)
         np.testing.assert_array_equal(window % 10, np.repeat(np.arange(num_envs)[:, None], 7, 1))
         steps = window // 10
@@ -86,31 +109,17 @@ def test_insert_wraps_and_windows_are_consecutive():
         buffer.insert(empty, {"step": jnp.zeros((11, num_envs), jnp.int32)})
 
 
-def test_shuffle_into_batches_is_a_permutation():
-    transitions = {"x": jnp.arange(50)}
-    batches = buffer.shuffle_into_batches(jax.random.PRNGKey(0), transitions, 8, 100)["x"]
-    assert batches.shape == (6, 8)
-    assert len(np.unique(batches)) == 48
-    assert not np.array_equal(np.sort(batches.ravel()), batches.ravel())
-    capped = buffer.shuffle_into_batches(jax.random.PRNGKey(0), transitions, 8, 2)["x"]
-    assert capped.shape == (2, 8)
-    with pytest.raises(ValueError, match="batch_size=64"):
-        buffer.shuffle_into_batches(jax.random.PRNGKey(0), transitions, 64, 2)
-
-
 def _compiled_cost(fn, length: int, num_envs: int = 8) -> float:
-    args = (jax.random.PRNGKey(0), jnp.zeros((num_envs, length), jnp.int32),
-            jnp.zeros((num_envs, length, 4)), jnp.zeros((num_envs, length, 2)))
+    args = (jax.random.PRNGKey(0), jnp.zeros((num_envs, length), jnp.int32))
     cost = jax.jit(fn).lower(*args).compile().cost_analysis()
     return cost["flops"] + cost["bytes accessed"]
 
 
-def _relabel(key, traj_id, state, action):
-    windows = {"traj_id": traj_id, "state": state, "action": action}
-    return buffer.relabel(key, windows, (0, 1), 0.99)
+def _relabel(key, traj_id):
+    return buffer.relabel(key, traj_id, 0.99)
 
 
-def _relabel_with_matrix(key, traj_id, state, action):
+def _relabel_with_matrix(key, traj_id):
     """The public implementations' way: an L x L probability matrix per window."""
     length = traj_id.shape[1]
     t = jnp.arange(length)
@@ -118,9 +127,7 @@ def _relabel_with_matrix(key, traj_id, state, action):
     logits = jnp.where(later, (t[None, :] - t[:, None]) * jnp.log(0.99), -jnp.inf)
     logits = jnp.where(later.any(-1, keepdims=True), logits, jnp.where(
         jnp.eye(length, dtype=bool), 0.0, -jnp.inf))
-    future = jax.random.categorical(key, logits)
-    goal = jnp.take_along_axis(state[..., :2], future[..., None], axis=1)
-    return state[:, :-1], action[:, :-1], goal[:, :-1]
+    return jax.random.categorical(key, logits)
 
 
 def test_relabelling_cost_grows_linearly_in_the_window_length():

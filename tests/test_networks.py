@@ -85,10 +85,11 @@ def test_traced_program_does_not_grow_with_depth():
     assert _equation_count(4) == _equation_count(1024)
 
 
-def test_remat_changes_memory_not_results():
+@pytest.mark.parametrize("mode", ["elementwise", "blocks"])
+def test_remat_changes_memory_not_results(mode):
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 6))
-    plain = ResidualMLP(depth=12, width=16, out_dim=3)
-    remat = ResidualMLP(depth=12, width=16, out_dim=3, remat=True)
+    plain = ResidualMLP(depth=12, width=16, out_dim=3, remat="none")
+    remat = ResidualMLP(depth=12, width=16, out_dim=3, remat=mode)
     params = plain.init(jax.random.PRNGKey(1), x)
 
     def loss(model, p):
@@ -97,6 +98,12 @@ def test_remat_changes_memory_not_results():
     np.testing.assert_allclose(remat.apply(params, x), plain.apply(params, x), rtol=1e-6)
     grads = [jax.grad(lambda p, m=m: loss(m, p))(params) for m in (plain, remat)]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *grads)
+
+    def stored_bytes(model):
+        grad = jax.jit(jax.grad(lambda p: loss(model, p)))
+        return grad.lower(params).compile().memory_analysis().temp_size_in_bytes
+
+    assert stored_bytes(remat) < stored_bytes(plain)
 
 
 @pytest.mark.parametrize("depth", [0, 3, 6, -4])

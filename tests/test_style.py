@@ -8,6 +8,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_ruff_is_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
-    result = subprocess.run([ruff, "check", "crl", "tests"], cwd=ROOT, capture_output=True,
-                            text=True)
+    result = subprocess.run([ruff, "check", "crl", "tests", "experiments"], cwd=ROOT,
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -61,7 +61,7 @@ class Networks:
 
 
 def make_networks(*, state_size: int, goal_size: int, action_size: int, actor_depth: int,
-                  critic_depth: int, width: int, repr_dim: int, remat: bool = False,
+                  critic_depth: int, width: int, repr_dim: int, remat: str = "elementwise",
                   compute_dtype: jnp.dtype = jnp.float32) -> Networks:
     def mlp(depth: int, out_dim: int) -> ResidualMLP:
         return ResidualMLP(depth=depth, width=width, out_dim=out_dim, remat=remat,

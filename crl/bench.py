@@ -1,0 +1,313 @@
+"""What depth costs, measured against this machine's own limits: ``python -m crl.bench``.
+
+Five tables, each row with its figure and a ratio to a reference measured in the same process:
+
+- compile: seconds to trace and compile one training epoch, by depth (ratio to depth 4);
+- sgd: time and FLOP/s of one SGD step by depth and batch (ratio to a dense matmul of the same
+  width and batch, timed here);
+- relabel: hindsight relabelling of 512 windows by window length (ratio to half the length);
+- e2e: env steps/s and SGD steps/s of whole training epochs (ratios to collection alone and
+  to SGD alone);
+- memory: bytes of activations and temporaries of one SGD step by depth and remat mode (ratio
+  to storing everything).
+
+``--quick`` runs a reduced set in about 2 minutes on 2 CPU cores. Results are also written as
+JSON (``--json``). The persistent compilation cache is off, so compile times are real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crl import buffer
+from crl.config import Config, validate
+from crl.train import Trainer
+
+
+@dataclasses.dataclass
+class Table:
+    name: str
+    title: str
+    columns: list[str]
+    rows: list[list[Any]] = dataclasses.field(default_factory=list)
+    note: str = ""
+
+    def show(self) -> None:
+        cells = [self.columns] + [[_format(v) for v in row] for row in self.rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
+        print(f"\n## {self.title}")
+        for row in cells:
+            print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+        if self.note:
+            print(self.note)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"title": self.title, "note": self.note,
+                "rows": [dict(zip(self.columns, row, strict=True)) for row in self.rows]}
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return str(value)
+
+
+def best_time(run: Callable[[], Any], repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls of ``run`` (which must block until done)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def best_chained_time(step: Callable[[Any], Any], state: Any, repeats: int) -> float:
+    """Fastest of ``repeats`` calls ``state = step(state)`` after one untimed call (compiling).
+    Each call gets the state the previous one returned, since the compiled steps donate it."""
+    state = jax.block_until_ready(step(state))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state = jax.block_until_ready(step(state))
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_config(env: str = "point_u_maze", depth: int = 4, **overrides: Any) -> Config:
+    """The paper's network sizes (width 256, batch 512) on a small env count: what is timed is
+    the networks, not the envs, unless the part says otherwise."""
+    fields = {"env": env, "depth": depth, "width": 256, "batch_size": 512, "num_envs": 8,
+              "episode_length": 250, "num_eval_envs": 8, "compile_cache": ""} | overrides
+    return validate(Config(**fields))
+
+
+def random_batches(trainer: Trainer, num_batches: int, batch_size: int) -> dict[str, np.ndarray]:
+    env, rng = trainer.goal_env, np.random.default_rng(0)
+    shape = (num_batches, batch_size)
+    return {"state": rng.normal(size=(*shape, env.state_size)).astype(np.float32),
+            "action": rng.uniform(-1, 1, (*shape, env.action_size)).astype(np.float32),
+            "goal": rng.normal(size=(*shape, env.goal_size)).astype(np.float32)}
+
+
+# ------------------------------------------------------------------------------------ compile
+def compile_part(depths: list[int], envs: list[str]) -> Table:
+    table = Table("compile", "Compile time of one training epoch", ["env", "depth", "seconds",
+                                                                    "vs depth 4"])
+    for env in envs:
+        reference = None
+        for depth in depths:
+            trainer = Trainer(bench_config(env, depth))
+            abstract_state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
+            start = time.perf_counter()
+            trainer.train_epoch.lower(abstract_state).compile()
+            seconds = time.perf_counter() - start
+            reference = reference or seconds
+            table.rows.append([env, depth, seconds, seconds / reference])
+    table.note = ("Tracing and XLA compilation of the whole epoch (collect, replay, relabel, "
+                  "SGD). The residual blocks are one scan, so depth only changes array sizes.")
+    return table
+
+
+# ---------------------------------------------------------------------------------------- sgd
+def sgd_step_flops(config: Config, state_size: int, goal_size: int, action_size: int) -> float:
+    """Matrix-product FLOPs of one SGD step, counted from the shapes.
+
+    A network's forward pass costs 2*B*(in*W + depth*W^2 + W*out). Training a network costs 3
+    forward passes (forward, gradients of activations, gradients of weights). The critic trains
+    phi and psi and its B x B logits; the actor trains itself and differentiates Q through phi
+    (forward and activation gradients: 2 passes; psi is shared with the critic). Recomputation
+    by remat is not counted: these are the FLOPs the algorithm needs.
+    """
+    batch, width, rep = config.batch_size, config.width, config.repr_dim
+
+    def forward(in_dim: int, depth: int, out_dim: int) -> float:
+        return 2.0 * batch * (in_dim * width + depth * width**2 + width * out_dim)
+
+    phi = forward(state_size + action_size, config.critic_depth, rep)
+    psi = forward(goal_size, config.critic_depth, rep)
+    actor = forward(state_size + goal_size, config.actor_depth, 2 * action_size)
+    logits = 2.0 * batch * batch * rep
+    return 3 * (phi + psi + logits) + 2 * phi + 3 * actor
+
+
+def matmul_flops_per_second(batch: int, width: int, repeats: int) -> float:
+    """This process's rate for a chain of [batch, width] x [width, width] products."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(batch, width)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(width, width)) / np.sqrt(width), jnp.float32)
+    count = 64
+    chain = jax.jit(lambda x, w: jax.lax.fori_loop(0, count, lambda _, h: h @ w, x))
+    jax.block_until_ready(chain(x, w))
+    seconds = best_time(lambda: jax.block_until_ready(chain(x, w)), repeats)
+    return count * 2.0 * batch * width**2 / seconds
+
+
+def sgd_part(depths: list[int], batch_sizes: list[int], steps: int, repeats: int) -> Table:
+    table = Table("sgd", "SGD step time and FLOP/s (width 256)",
+                  ["depth", "batch", "ms/step", "GFLOP/step", "GFLOP/s", "matmul GFLOP/s",
+                   "vs matmul"])
+    for batch in batch_sizes:
+        peak = matmul_flops_per_second(batch, 256, repeats)
+        for depth in depths:
+            trainer = Trainer(bench_config(depth=depth, batch_size=batch))
+            env = trainer.goal_env
+            flops = sgd_step_flops(trainer.config, env.state_size, env.goal_size,
+                                   env.action_size)
+            batches, key = random_batches(trainer, steps, batch), jax.random.PRNGKey(1)
+            seconds = best_chained_time(
+                lambda state, trainer=trainer, batches=batches, key=key:
+                trainer.sgd_steps(state, batches, key)[0],
+                trainer.init(jax.random.PRNGKey(0)), repeats) / steps
+            table.rows.append([depth, batch, 1e3 * seconds, flops / 1e9, flops / seconds / 1e9,
+                               peak / 1e9, flops / seconds / peak])
+    table.note = ("FLOPs: the matrix products one SGD step needs, counted from the shapes "
+                  "(crl.bench.sgd_step_flops); matmul: a chain of [batch, 256] x [256, 256] "
+                  "products timed in this process.")
+    return table
+
+
+# ------------------------------------------------------------------------------------ relabel
+def relabel_part(lengths: list[int], num_envs: int, repeats: int) -> Table:
+    table = Table("relabel", f"Hindsight relabelling of {num_envs} windows",
+                  ["window", "ms", "vs half the window"])
+    rng = np.random.default_rng(0)
+    relabel = jax.jit(lambda key, traj_id: buffer.relabel(key, traj_id, 0.99))
+    previous = None
+    for length in lengths:
+        # Episodes of 1000 steps, each window starting at a random point of one.
+        offsets = rng.integers(0, 1000, (num_envs, 1))
+        traj_id = jnp.asarray((offsets + np.arange(length)) // 1000, jnp.int32)
+        key = jax.random.PRNGKey(0)
+        jax.block_until_ready(relabel(key, traj_id))
+        seconds = best_time(lambda k=key, i=traj_id: jax.block_until_ready(relabel(k, i)),
+                            repeats)
+        table.rows.append([length, 1e3 * seconds, seconds / previous if previous else 1.0])
+        previous = seconds
+    table.note = ("The goal step of every step of every window (crl.buffer.relabel); batches "
+                  "then read only the states they use. O(L) per window: each doubling should "
+                  "cost about 2x (an L x L probability matrix would cost 4x).")
+    return table
+
+
+# ---------------------------------------------------------------------------------------- e2e
+def e2e_part(envs: list[str], depths: list[int], repeats: int) -> Table:
+    table = Table("e2e", "Whole training epochs", ["env", "depth", "env steps/s", "SGD steps/s",
+                                                   "vs collect only", "vs SGD only"])
+    num_envs, unroll, batches_per_step, training_steps = 64, 20, 16, 2
+    for env in envs:
+        for depth in depths:
+            config = bench_config(
+                env, depth, num_envs=num_envs, unroll_length=unroll, episode_length=100,
+                batch_size=256, min_replay_size=100, max_replay_size=1000, num_epochs=1,
+                num_sgd_batches_per_training_step=batches_per_step,
+                total_env_steps=100 * num_envs + training_steps * num_envs * unroll)
+            trainer = Trainer(config)
+            state = trainer.init(jax.random.PRNGKey(0))
+            prefill_steps = config.prefill_unrolls * unroll * num_envs
+            collect_rate = prefill_steps / best_chained_time(trainer.prefill, state, repeats)
+            state = trainer.prefill(trainer.init(jax.random.PRNGKey(0)))
+            seconds = best_chained_time(lambda state, t=trainer: t.train_epoch(state)[0], state,
+                                        repeats)
+            sgd_count = training_steps * config.sgd_batches_per_training_step
+            batches = random_batches(trainer, sgd_count, config.batch_size)
+            sgd_rate = sgd_count / best_chained_time(
+                lambda state, t=trainer, b=batches: t.sgd_steps(state, b, jax.random.PRNGKey(1))[0],
+                trainer.init(jax.random.PRNGKey(0)), repeats)
+            env_rate = training_steps * num_envs * unroll / seconds
+            table.rows.append([env, depth, env_rate, sgd_count / seconds,
+                               env_rate / collect_rate, sgd_count / seconds / sgd_rate])
+    table.note = (f"{num_envs} envs, unroll {unroll}, batch 256, {batches_per_step} SGD steps per "
+                  f"training step, {training_steps} training steps per epoch, width 256. "
+                  "Collect only: the prefill (acting and replay insertion, no SGD); SGD only: "
+                  "the same number of SGD steps on ready batches. An epoch does both, so each "
+                  "ratio is the share of the epoch's time that the other part leaves.")
+    return table
+
+
+# ------------------------------------------------------------------------------------- memory
+def memory_part(depths: list[int], modes: list[str], batch: int) -> Table:
+    table = Table("memory", f"Memory of one SGD step (batch {batch}, width 256)",
+                  ["depth", "remat", "activations+temps MB", "params+opt MB", "vs none"])
+    for depth in depths:
+        reference = None
+        for mode in ["none", *[m for m in modes if m != "none"]]:
+            trainer = Trainer(bench_config(depth=depth, batch_size=batch, remat=mode))
+            abstract_state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
+            batches = random_batches(trainer, 1, batch)
+            compiled = trainer.sgd_steps.lower(abstract_state, batches,
+                                               jax.random.PRNGKey(1)).compile()
+            memory = compiled.memory_analysis()
+            temps = memory.temp_size_in_bytes
+            state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
+                (abstract_state.params, abstract_state.actor_opt, abstract_state.critic_opt)))
+            reference = reference or temps
+            table.rows.append([depth, mode, temps / 1e6, state_bytes / 1e6, temps / reference])
+    table.note = ("XLA's buffer assignment for the compiled step: temporaries are everything "
+                  "beyond its inputs and outputs (activations kept for the backward pass, "
+                  "gradients, Adam's intermediates).")
+    return table
+
+
+PARTS = ("compile", "sgd", "relabel", "e2e", "memory")
+
+
+def run(quick: bool, parts: tuple[str, ...]) -> list[Table]:
+    repeats = 2 if quick else 3
+    plans: dict[str, Callable[[], Table]] = {
+        "compile": lambda: compile_part([4, 1024] if quick else [4, 16, 64, 256, 1024],
+                                        ["point_u_maze"] if quick else
+                                        ["point_u_maze", "ant_u_maze"]),
+        "sgd": lambda: sgd_part([4, 64] if quick else [4, 16, 64, 256],
+                                [512] if quick else [256, 512, 1024], 4 if quick else 8,
+                                repeats),
+        "relabel": lambda: relabel_part([250, 500, 1000, 2000], 512, 3 if quick else 10),
+        "e2e": lambda: e2e_part(["point_u_maze"] if quick else ["point_u_maze", "ant_u_maze"],
+                                [4] if quick else [4, 64], repeats),
+        "memory": lambda: memory_part([64, 1024] if quick else [4, 64, 256, 1024],
+                                      ["blocks"] if quick else ["elementwise", "blocks"], 512),
+    }
+    tables = []
+    for part in parts:
+        table = plans[part]()
+        table.show()
+        tables.append(table)
+    return tables
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m crl.bench", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a reduced set (about 2 minutes)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where to write the results (default: bench-<time>.json here)")
+    args = parser.parse_args(argv)
+    jax.config.update("jax_enable_compilation_cache", False)
+    print(f"crl.bench on {jax.device_count()} {jax.devices()[0].platform} device(s) "
+          f"({platform.processor() or platform.machine()}), jax {jax.__version__}"
+          f"{', quick' if args.quick else ''}")
+    start = time.perf_counter()
+    tables = run(args.quick, tuple(args.parts))
+    seconds = time.perf_counter() - start
+    print(f"\n{seconds:.0f} s in all")
+    path = args.json or Path(f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    path.write_text(json.dumps({"quick": args.quick, "seconds": seconds,
+                                "devices": [str(d) for d in jax.devices()],
+                                **{t.name: t.as_json() for t in tables}}, indent=2) + "\n")
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
