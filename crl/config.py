@@ -25,6 +25,10 @@ class Config:
     """Brax pipeline (spring, positional, generalized, mjx); default: the env's own."""
     episode_length: int | None = None
     """Steps per episode and length of the sampled replay windows; default: the env's own."""
+    maze_layout: str | None = None
+    """Maze of a maze env (point_*, ant_*_maze, humanoid_*_maze): a layout name, a file in the
+    format of crl/envs/mazes.txt, or rows separated by '/' ('#####/#RGG#/...'). Evaluation uses
+    it too unless --eval-env names another env."""
 
     # Networks
     depth: int = 4
@@ -147,6 +151,18 @@ def validate(config: Config) -> Config:
             except envs.UnknownEnvError as error:
                 raise ConfigError(f"{name}: {error}") from None
     spec = envs.get_spec(config.env)
+    if config.maze_layout is not None:
+        if not spec.is_maze:
+            mazes = sorted({name.removesuffix(other.kwargs["layout"]) + "<layout>"
+                            for name, other in envs.REGISTRY.items() if other.is_maze})
+            raise ConfigError(f"maze_layout: env {config.env!r} is not a maze; --maze-layout "
+                              f"applies to the maze envs ({', '.join(mazes)})")
+        from crl.envs.maze import LayoutError, load_layout
+
+        try:
+            load_layout(config.maze_layout)
+        except LayoutError as error:
+            raise ConfigError(f"maze_layout: {error}") from None
     if config.backend is not None:
         if spec.default_backend is None:
             raise ConfigError(f"backend={config.backend!r}: env {config.env!r} is pure JAX and "

@@ -74,7 +74,7 @@ class Trainer:
                                   f"{self.num_devices} devices")
         spec = get_spec(config.env)
         self.success_radius = spec.success_radius
-        self.goal_env = spec.make(config.backend)
+        self.goal_env = spec.make(config.backend, config.maze_layout)
         self.env = EpisodeBatch(self.goal_env, config.episode_length)
         eval_spec = get_spec(config.eval_env)
         eval_goal_env = (self.goal_env if config.eval_env == config.env

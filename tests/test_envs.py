@@ -1,4 +1,7 @@
-from collections import deque
+import dataclasses
+import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -6,10 +9,15 @@ import numpy as np
 import pytest
 
 from crl import envs
+from crl.config import Config, ConfigError, validate
 from crl.envs.base import goal_distance
-from crl.envs.maze import LayoutError, load_layout, parse_layout
+from crl.envs.maze import LayoutError, MazeLayout, load_layout, parse_layout, reachable_cells
 from crl.envs.point_maze import PointMaze
 from crl.envs.wrappers import EpisodeBatch
+
+SMALL = Config(env="point_u_maze", num_envs=4, batch_size=8, episode_length=20,
+               min_replay_size=20, max_replay_size=100, total_env_steps=10_000, num_epochs=2,
+               unroll_length=10, num_eval_envs=4)
 
 
 def test_unknown_env_names_the_closest_match_and_the_valid_names():
@@ -40,35 +48,24 @@ def test_layout_errors_name_line_and_column():
         parse_layout("####\n#RR#\n#G.#")
 
 
-def reachable_cells(layout) -> set[tuple[int, int]]:
-    walls = layout.walls
-    seen, queue = {layout.start}, deque([layout.start])
-    while queue:
-        i, j = queue.popleft()
-        for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-            n = (i + di, j + dj)
-            if (0 <= n[0] < walls.shape[0] and 0 <= n[1] < walls.shape[1]
-                    and not walls[n] and n not in seen):
-                seen.add(n)
-                queue.append(n)
-    return seen
-
-
 @pytest.mark.parametrize("name", envs.MAZE_LAYOUTS)
 def test_every_goal_cell_is_reachable_from_the_start(name):
     layout = load_layout(name)
     assert set(layout.goals) <= reachable_cells(layout)
 
 
+def test_reachability_follows_corridors_and_unreachable_goals_are_rejected():
+    layout = MazeLayout(("#####", "#R.##", "###G#", "#####"))
+    assert reachable_cells(layout) == {(1, 1), (1, 2)}  # no diagonal step to (2, 3)
+    with pytest.raises(LayoutError, match=r"<layout>:3:4: goal cell 'G' cannot be reached"):
+        parse_layout("#####\n#R.##\n###G#\n#####")
+
+
 def test_wall_boxes_cover_exactly_the_wall_cells():
     layout = load_layout("hardest_maze")
-    covered = np.zeros_like(layout.walls)
-    for x, y, half_x, half_y in layout.wall_boxes(scale=1.0):
-        rows = np.arange(round(x - half_x + 0.5), round(x + half_x + 0.5))
-        cols = np.arange(round(y - half_y + 0.5), round(y + half_y + 0.5))
-        covered[np.ix_(rows, cols)] = True
-    np.testing.assert_array_equal(covered, layout.walls)
-    assert len(layout.wall_boxes(1.0)) < layout.walls.sum()  # runs are merged
+    boxes = layout.wall_boxes(scale=2.0)
+    np.testing.assert_array_equal(covered_cells(boxes, 2.0, layout.walls.shape), layout.walls)
+    assert len(boxes) < len(re.findall("#+", "/".join(layout.rows)))  # runs merge across rows
 
 
 @pytest.fixture(scope="module")
@@ -133,19 +130,168 @@ def test_goal_distance_reads_the_observation():
     np.testing.assert_allclose(goal_distance(obs, 3, (1, 0)), [np.sqrt(1 + 49)])
 
 
-def test_ant_maze_walls_push_the_ant_out():
-    """An Ant placed overlapping a wall is pushed out of it and does not pass through."""
-    env = envs.make_env("ant_u_maze")
-    assert env.observation_size == 31 and env.action_size == 8
-    state = jax.jit(env.reset)(jax.random.PRNGKey(0))
-    # Cell (2, 1) is wall: x in [6, 10] around y = 4. Put the torso 0.1 inside its face.
-    q = state.pipeline_state.q.at[0].set(6.1).at[1].set(4.0)
-    state = state.replace(pipeline_state=jax.jit(env.pipeline_init)(q, 0 * state.pipeline_state.qd))
-    step = jax.jit(env.step)
-    for _ in range(40):
-        state = step(state, jnp.zeros(8))
-    torso_x = float(state.pipeline_state.x.pos[0, 0])
-    assert torso_x < 6.0 - 0.2, torso_x  # the torso sphere (radius 0.25) is out of the wall
-    assert np.all(np.isfinite(np.asarray(state.obs)))
-    # The goal marker never moves: the observation's goal stays where reset put it.
-    np.testing.assert_allclose(state.obs[-2:], q[-2:], atol=1e-5)
+# ---------------------------------------------------------------- the registry and the suite
+PAPER_AND_BENCHMARK = (
+    "reacher", "pusher_easy", "pusher_hard", "cheetah", "ant", "ant_ball", "ant_push",
+    "ant_u_maze", "ant_u4_maze", "ant_u5_maze", "ant_big_maze", "ant_hardest_maze", "humanoid",
+    "humanoid_u_maze", "humanoid_big_maze", "humanoid_hardest_maze")
+
+
+def test_registry_holds_every_task_of_the_paper_and_the_benchmark():
+    for name in PAPER_AND_BENCHMARK:
+        assert name in envs.ENV_NAMES, name
+        spec = envs.get_spec(name)
+        radius = {"reacher": 0.05, "pusher_easy": 0.1, "pusher_hard": 0.1}.get(name, 0.5)
+        assert spec.success_radius == radius and spec.episode_length == 1000, name
+        default = "generalized" if name in ("reacher", "pusher_easy", "pusher_hard",
+                                            "cheetah") else "spring"
+        assert spec.default_backend == default, name
+    for name in ("ant_u_maze", "ant_big_maze", "humanoid_u_maze", "humanoid_big_maze"):
+        assert f"{name}_eval" in envs.ENV_NAMES
+
+
+@pytest.mark.parametrize("name", ["reacher", "pusher_easy", "cheetah", "ant", "humanoid"])
+def test_every_pipeline_builds_with_brax_settings_and_the_same_control_step(name):
+    dts = {backend: float(envs.make_env(name, backend).dt) for backend in envs.BACKENDS}
+    assert {envs.make_env(name, backend).backend for backend in envs.BACKENDS} == set(
+        envs.BACKENDS)
+    # Brax's per-pipeline timesteps and frame counts keep one env step equally long.
+    assert max(dts.values()) - min(dts.values()) < 1e-6, dts
+
+
+def test_listing_shows_every_env_with_its_sizes(capsys):
+    from crl.envs.__main__ import main
+
+    main([])
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.strip()}
+    for name, spec in envs.REGISTRY.items():
+        env = spec.make()
+        assert rows[name][1:3] == [str(env.observation_size), str(env.action_size)], name
+        assert rows[name][-1] == (spec.default_backend or "JAX"), name
+    assert "ant_maze = ant_u_maze" in out
+
+
+# ---------------------------------------------------------------- mazes, packaged and custom
+MAZE_ENVS = [name for name, spec in envs.REGISTRY.items() if spec.is_maze]
+
+
+def covered_cells(boxes, scale: float, shape: tuple[int, int]) -> np.ndarray:
+    """Which cells the boxes ``(x, y, half_x, half_y)`` fill."""
+    covered = np.zeros(shape, bool)
+    for x, y, half_x, half_y in boxes:
+        rows = np.arange(round((x - half_x) / scale + 0.5), round((x + half_x) / scale + 0.5))
+        cols = np.arange(round((y - half_y) / scale + 0.5), round((y + half_y) / scale + 0.5))
+        covered[np.ix_(rows, cols)] = True
+    return covered
+
+
+def model_walls(env) -> np.ndarray:
+    """The wall cells of a physics maze, read off its MuJoCo model."""
+    import mujoco
+
+    model = env.sys.mj_model
+    boxes = []
+    for geom in range(model.ngeom):
+        if (mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, geom) or "").startswith("wall_"):
+            (x, y, z), (half_x, half_y, half_z) = model.geom_pos[geom], model.geom_size[geom]
+            # mazes.txt: a wall block is 0.5 scale tall and stands on the floor
+            assert np.isclose(z, 0.25 * env.scale) and np.isclose(half_z, 0.25 * env.scale)
+            boxes.append((x, y, half_x, half_y))
+    return covered_cells(boxes, env.scale, env.layout.walls.shape)
+
+
+def maze_walls(env) -> np.ndarray:
+    if isinstance(env, PointMaze):
+        return np.asarray(env._walls)[1:-1, 1:-1]  # drop the padding
+    return model_walls(env)
+
+
+def sample_tasks(env, count: int) -> tuple[np.ndarray, np.ndarray]:
+    keys = jax.random.split(jax.random.PRNGKey(0), count)
+    return tuple(map(np.asarray, jax.vmap(env.sample_start_and_goal)(keys)))
+
+
+def cells_of(points: np.ndarray, scale: float) -> set[tuple[int, int]]:
+    return {tuple(cell) for cell in np.floor(points / scale + 0.5).astype(int)}
+
+
+@pytest.mark.parametrize("name", MAZE_ENVS)
+def test_maze_walls_start_and_goals_are_where_the_layout_says(name):
+    env = envs.make_env(name)
+    layout = load_layout(envs.get_spec(name).kwargs["layout"])
+    assert env.layout == layout
+    np.testing.assert_array_equal(maze_walls(env), layout.walls)
+    starts, goals = sample_tasks(env, 2000)
+    assert cells_of(starts, env.scale) == {layout.start}
+    # Every G cell is drawn, nothing else is, and so no goal is inside a wall.
+    assert cells_of(goals, env.scale) == set(layout.goals)
+
+
+CUSTOM = "######/#R..G#/#.##.#/#G...#/######"
+
+
+@pytest.mark.parametrize("name", ["point_maze", "ant_maze", "humanoid_u_maze"])
+def test_every_maze_family_takes_a_custom_layout(name, tmp_path):
+    path = tmp_path / "custom.txt"
+    path.write_text("; a custom maze\n" + CUSTOM.replace("/", "\n") + "\n")
+    for layout in (CUSTOM, str(path)):
+        env = envs.make_env(name, maze_layout=layout)
+        assert env.layout.rows == tuple(CUSTOM.split("/"))
+        np.testing.assert_array_equal(maze_walls(env), env.layout.walls)
+        starts, goals = sample_tasks(env, 500)
+        assert cells_of(starts, env.scale) == {(1, 1)}
+        assert cells_of(goals, env.scale) == {(1, 4), (3, 1)}
+
+
+def test_a_layout_for_a_non_maze_env_is_refused():
+    with pytest.raises(ValueError, match="not a maze"):
+        envs.make_env("ant_push", maze_layout=CUSTOM)
+
+
+@pytest.mark.parametrize(("layout", "message"), [
+    ("#####/#R.x#/#G###", r"<layout>:2:4: unknown character 'x'"),
+    ("#####/#R.G#/####", r"<layout>:3:1: ragged row of 4 cells"),
+    ("#####/#..G#/#####", r"<layout>: no start cell 'R'"),
+    ("#####/#R..#/#####", r"<layout>: no goal cell 'G'"),
+    ("nowhere.txt", r"no maze layout 'nowhere.txt'"),
+])
+def test_a_bad_maze_layout_is_rejected_by_validation(layout, message):
+    config = dataclasses.replace(SMALL, env="ant_maze", maze_layout=layout)
+    with pytest.raises(ConfigError, match="maze_layout: " + message):
+        validate(config)
+
+
+def test_maze_layout_is_accepted_for_mazes_only():
+    assert validate(dataclasses.replace(SMALL, maze_layout=CUSTOM)).maze_layout == CUSTOM
+    with pytest.raises(ConfigError, match=r"env 'ant' is not a maze; --maze-layout applies to "
+                                          r"the maze envs \(ant_<layout>, humanoid_<layout>"):
+        validate(dataclasses.replace(SMALL, env="ant", maze_layout=CUSTOM))
+
+
+def test_a_malformed_layout_file_fails_the_command_line_with_its_line_and_column(tmp_path):
+    path = tmp_path / "maze.txt"
+    path.write_text("#####\n#R.G#\n#.#\n#####\n")
+    result = subprocess.run([sys.executable, "-m", "crl.train", "--env", "humanoid_u_maze",
+                             "--maze-layout", str(path), "--run-dir", str(tmp_path / "runs")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("crl: error")]
+    assert errors == [f"crl: error: maze_layout: {path}:3:1: ragged row of 3 cells; the first "
+                      "row (line 1) has 5"]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("kind", "region"), [
+    ("easy", ((-0.55, -0.25), (-0.2, 0.2))),  # the benchmark's goal regions, as offsets from
+    ("hard", ((-0.65, 0.35), (-0.55, 0.45))),  # the goal body's rest position
+])
+def test_pusher_goals_fill_their_region_away_from_the_object(kind, region):
+    env = envs.make_env(f"pusher_{kind}")
+    q, _ = jax.jit(jax.vmap(env.initial_q_qd))(jax.random.split(jax.random.PRNGKey(0), 2000))
+    q = np.asarray(q)
+    obj, goal = q[:, [8, 7]], q[:, [10, 9]]  # slide offsets (x, y); the joints are y, then x
+    for axis, (low, high) in enumerate(region):
+        assert low - 1e-6 <= goal[:, axis].min() < low + 0.05
+        assert high - 0.05 < goal[:, axis].max() <= high + 1e-6
+    assert np.all(np.linalg.norm(obj - goal, axis=1) >= 0.17 - 1e-5)

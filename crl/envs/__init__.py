@@ -26,23 +26,51 @@ class EnvSpec:
     success_radius: float = 0.5
     default_backend: str | None = "spring"  # None: pure JAX, no Brax pipeline
 
-    def make(self, backend: str | None = None):
-        """The env (a ``crl.envs.base.GoalEnv``); ``backend`` overrides the Brax pipeline."""
+    @property
+    def is_maze(self) -> bool:
+        """Whether the env takes a maze layout (and so accepts ``--maze-layout``)."""
+        return "layout" in self.kwargs
+
+    def make(self, backend: str | None = None, maze_layout: str | None = None):
+        """The env (a ``crl.envs.base.GoalEnv``); ``backend`` overrides the Brax pipeline and
+        ``maze_layout`` (a layout name, file or text) the maze of a maze env."""
         module, name = self.cls.split(":")
         cls = getattr(importlib.import_module(module), name)
         kwargs = dict(self.kwargs)
         if self.default_backend is not None:
             kwargs["backend"] = backend or self.default_backend
+        if maze_layout is not None:
+            if not self.is_maze:
+                raise ValueError(f"{self.cls} is not a maze; it takes no maze layout")
+            kwargs["layout"] = maze_layout
         return cls(**kwargs)
 
 
+def _mazes(family: str, cls: str, layouts: tuple[str, ...], **spec: Any) -> dict[str, EnvSpec]:
+    return {f"{family}_{layout}": EnvSpec(cls, {"layout": layout}, **spec) for layout in layouts}
+
+
+HUMANOID_MAZE_LAYOUTS = ("u_maze", "u_maze_eval", "big_maze", "big_maze_eval", "hardest_maze")
+
+# Every task runs 1000-step episodes, Reacher and Pusher included: the benchmark trains all its
+# tasks with one episode length (1000), and the paper's metric, time at goal, counts the steps
+# of a 1000-step episode. Reacher, Pusher and Cheetah use Brax's own default pipeline for them.
 REGISTRY: dict[str, EnvSpec] = {
+    "reacher": EnvSpec("crl.envs.reacher:Reacher", success_radius=0.05,
+                       default_backend="generalized"),
+    "pusher_easy": EnvSpec("crl.envs.pusher:Pusher", {"kind": "easy"}, success_radius=0.1,
+                           default_backend="generalized"),
+    "pusher_hard": EnvSpec("crl.envs.pusher:Pusher", {"kind": "hard"}, success_radius=0.1,
+                           default_backend="generalized"),
+    "cheetah": EnvSpec("crl.envs.cheetah:Cheetah", default_backend="generalized"),
     "ant": EnvSpec("crl.envs.ant:Ant"),
-    **{f"ant_{layout}": EnvSpec("crl.envs.ant:AntMaze", {"layout": layout})
-       for layout in MAZE_LAYOUTS},
-    **{f"point_{layout}": EnvSpec("crl.envs.point_maze:PointMaze", {"layout": layout},
-                                  episode_length=250, default_backend=None)
-       for layout in MAZE_LAYOUTS},
+    "ant_ball": EnvSpec("crl.envs.ant:AntBall"),
+    "ant_push": EnvSpec("crl.envs.ant:AntPush"),
+    **_mazes("ant", "crl.envs.ant:AntMaze", MAZE_LAYOUTS),
+    "humanoid": EnvSpec("crl.envs.humanoid:Humanoid"),
+    **_mazes("humanoid", "crl.envs.humanoid:HumanoidMaze", HUMANOID_MAZE_LAYOUTS),
+    **_mazes("point", "crl.envs.point_maze:PointMaze", MAZE_LAYOUTS, episode_length=250,
+             default_backend=None),
 }
 ALIASES = {"ant_maze": "ant_u_maze", "point_maze": "point_u_maze"}
 ENV_NAMES: tuple[str, ...] = tuple(sorted([*REGISTRY, *ALIASES]))
@@ -61,6 +89,6 @@ def get_spec(name: str) -> EnvSpec:
     return REGISTRY[name]
 
 
-def make_env(name: str, backend: str | None = None):
+def make_env(name: str, backend: str | None = None, maze_layout: str | None = None):
     """Build the env registered as ``name``."""
-    return get_spec(name).make(backend)
+    return get_spec(name).make(backend, maze_layout)

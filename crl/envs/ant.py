@@ -1,138 +1,163 @@
-"""Goal-conditioned Ant: reach a target on a circle (``ant``) or a goal cell of a maze.
+"""Goal-conditioned Ant tasks on Brax's own ant.xml.
 
-The model is Brax's own ant.xml, edited at run time: a goal marker body (two slide joints that
-nothing drives, so physics never moves it) and, for mazes, wall boxes. Brax's ant lets only its
-feet collide; in a maze the torso, hip capsules and feet must collide with the walls or the body
-slides through them. A dedicated contact bit keeps those new contacts to ant-wall pairs only
-(no foot-foot or wall-floor pairs).
+``ant``: reach a target on a circle of radius 10. ``ant_*_maze``: reach a goal cell of a maze.
+``ant_ball``: push a ball onto a target. ``ant_push``: push a block out of the corridor to reach
+the goal behind it. Brax's ant lets only its feet collide; with walls or objects around, the
+torso, hip capsules and feet collide with them too, or the body would slide through.
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+import dataclasses
 
 import jax
 import jax.numpy as jnp
-import mujoco
-from brax.envs.base import PipelineEnv, State
-from brax.io import mjcf
-from etils import epath
 
-from crl.envs.base import GoalEnv
-from crl.envs.maze import cell_centres, load_layout, sample_goal
+from crl.envs.base import BraxGoalEnv, point_on_circle, uniform_noise
+from crl.envs.maze import MazeArena, cell_centres
+from crl.envs.model import (
+    PipelineSettings,
+    add_goal_marker,
+    add_slider,
+    add_walls,
+    brax_model,
+    collide_with_obstacles,
+    pushable_geom,
+    to_xml,
+)
 
-WALL_CONTACT_BIT = 2
-ANT_WALL_GEOMS = ("torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom",
+ANT_BODY_GEOMS = ("torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom",
                   "left_foot_geom", "right_foot_geom", "third_foot_geom", "fourth_foot_geom")
+ANT_SETTINGS = PipelineSettings(n_frames=5, spring_timestep=0.005, spring_n_frames=10,
+                                positional_gear=(200.0,), mjx_newton=True)
 HEALTHY_Z = (0.2, 1.0)
-ANT_Q = 15  # free joint (7) + 8 hinges; the goal marker's two slide joints follow
+ANT_Q = 15  # free joint (7) + 8 hinges; then each object's (x, y, z), then the goal marker's
 ANT_QD = 14
+OBJECT_MASS = "0.5"  # kg; the Ant weighs 0.91
 
 
-def ant_xml(wall_boxes: list[tuple[float, float, float, float]] = (),
-            wall_height: float = 1.0) -> str:
-    """Brax's ant.xml plus a goal marker and walls ``(x, y, half_x, half_y)`` of height
-    ``2 * wall_height``."""
-    root = ET.parse(epath.resource_path("brax") / "envs/assets/ant.xml").getroot()
-    init_qpos = root.find("./custom/numeric[@name='init_qpos']")
-    init_qpos.set("data", init_qpos.get("data") + " 0 0")
-    worldbody = root.find("worldbody")
-    target = ET.SubElement(worldbody, "body", name="target", pos="0 0 0.25")
-    for axis_name, axis in (("x", "1 0 0"), ("y", "0 1 0")):
-        ET.SubElement(target, "joint", name=f"target_{axis_name}", type="slide", axis=axis,
-                      limited="false", armature="1", damping="0")
-    ET.SubElement(target, "geom", name="target_geom", type="sphere", size="0.25",
-                  contype="0", conaffinity="0", rgba="1 0 0 1", mass="1")
-    if wall_boxes:
-        for geom in root.iter("geom"):
-            if geom.get("name") in ANT_WALL_GEOMS:
-                geom.set("conaffinity", str(WALL_CONTACT_BIT))
-        for index, (x, y, half_x, half_y) in enumerate(wall_boxes):
-            ET.SubElement(worldbody, "geom", name=f"wall_{index}", type="box",
-                          pos=f"{x} {y} {wall_height}",
-                          size=f"{half_x} {half_y} {wall_height}",
-                          contype=str(WALL_CONTACT_BIT), conaffinity="0",
-                          rgba="0.7 0.5 0.3 1")
-    return ET.tostring(root, encoding="unicode")
+@dataclasses.dataclass(frozen=True)
+class Pushable:
+    """An object on x, y and z slide joints (it slides, it does not roll), resting on the floor
+    with its centre at ``height``."""
+
+    name: str
+    geom: dict[str, str]
+    height: float
 
 
-def configure_pipeline(sys, backend: str) -> tuple[object, int]:
-    """Brax's own per-pipeline settings for the Ant: (system, physics steps per env step)."""
-    if backend in ("spring", "positional"):
-        sys = sys.tree_replace({"opt.timestep": 0.005})
-        n_frames = 10
-    else:
-        n_frames = 5
-    if backend == "mjx":
-        sys = sys.tree_replace({
-            "opt.solver": mujoco.mjtSolver.mjSOL_NEWTON,
-            "opt.disableflags": mujoco.mjtDisableBit.mjDSBL_EULERDAMP,
-            "opt.iterations": 1,
-            "opt.ls_iterations": 4,
-        })
-    if backend == "positional":
-        sys = sys.replace(actuator=sys.actuator.replace(gear=200 * jnp.ones_like(
-            sys.actuator.gear)))
-    return sys, n_frames
+class Ant(BraxGoalEnv):
+    """The goal is the torso (x, y). The state is the Ant's q and qd, then each object's (x, y)
+    and velocity."""
 
-
-class Ant(GoalEnv, PipelineEnv):
-    """Ant whose goal is its torso (x, y); ``ant``: the target is on a circle of radius 10."""
-
-    state_size = ANT_Q + ANT_QD
+    goal_name = "torso (x, y)"
     goal_indices = (0, 1)
+    goal_axes = (0, 1)
 
-    def __init__(self, backend: str = "spring", wall_boxes=(), wall_height: float = 1.0,
-                 reset_noise: float = 0.1, target_distance: float = 10.0):
-        sys = mjcf.loads(ant_xml(list(wall_boxes), wall_height))
-        sys, n_frames = configure_pipeline(sys, backend)
-        super().__init__(sys=sys, backend=backend, n_frames=n_frames)
+    def __init__(self, backend: str = "spring", walls=(), wall_half_height: float = 1.0,
+                 objects: tuple[Pushable, ...] = (), reset_noise: float = 0.1,
+                 target_distance: float = 10.0):
+        root = brax_model("ant")
+        if walls or objects:
+            collide_with_obstacles(root, ANT_BODY_GEOMS)
+        add_walls(root, walls, wall_half_height)
+        for obj in objects:
+            add_slider(root, obj.name, (0, 0, obj.height), "xyz", obj.geom)
+        add_goal_marker(root, (0, 0, 0.25), "xy", radius=0.25)
+        super().__init__(to_xml(root), backend, ANT_SETTINGS)
+        self.num_objects = len(objects)
+        self.state_size = ANT_Q + ANT_QD + 4 * self.num_objects
         self.reset_noise = reset_noise
         self.target_distance = target_distance
 
     def sample_start_and_goal(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
-        angle = jax.random.uniform(rng, (), maxval=2 * jnp.pi)
-        goal = self.target_distance * jnp.array([jnp.cos(angle), jnp.sin(angle)])
-        return jnp.zeros(2), goal
+        return jnp.zeros(2), point_on_circle(rng, self.target_distance)
 
-    def reset(self, rng: jax.Array) -> State:
-        task_key, q_key, qd_key = jax.random.split(rng, 3)
+    def object_positions(self, rng: jax.Array, start: jax.Array,
+                         goal: jax.Array) -> jax.Array:
+        """``[num_objects, 2]`` world (x, y) of the objects at the start of an episode."""
+        return jnp.zeros((self.num_objects, 2))
+
+    def initial_q_qd(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+        task_key, object_key, q_key, qd_key = jax.random.split(rng, 4)
         start, goal = self.sample_start_and_goal(task_key)
-        noise = self.reset_noise
-        q = self.sys.init_q.at[:ANT_Q].add(
-            jax.random.uniform(q_key, (ANT_Q,), minval=-noise, maxval=noise))
-        q = q.at[:2].add(start).at[ANT_Q:].set(goal)
+        objects = self.object_positions(object_key, start, goal)
+        objects = jnp.pad(objects, ((0, 0), (0, 1))).reshape(-1)  # z offsets 0
+        q = self.sys.init_q.at[:ANT_Q].add(uniform_noise(q_key, (ANT_Q,), self.reset_noise))
+        q = q.at[:2].add(start).at[ANT_Q:].set(jnp.concatenate([objects, goal]))
         qd = jnp.zeros(self.sys.qd_size()).at[:ANT_QD].set(
-            noise * jax.random.normal(qd_key, (ANT_QD,)))
-        pipeline_state = self.pipeline_init(q, qd)
-        zero = jnp.zeros(())
-        return State(pipeline_state, self._observe(pipeline_state), zero, zero)
+            self.reset_noise * jax.random.normal(qd_key, (ANT_QD,)))
+        return q, qd
 
-    def step(self, state: State, action: jax.Array) -> State:
-        pipeline_state = self.pipeline_step(state.pipeline_state, action)
-        obs = self._observe(pipeline_state)
-        height = pipeline_state.x.pos[0, 2]
-        unhealthy = (height < HEALTHY_Z[0]) | (height > HEALTHY_Z[1])
-        distance = jnp.linalg.norm(obs[:2] - obs[-2:])
-        return state.replace(pipeline_state=pipeline_state, obs=obs, reward=-distance,
-                             done=unhealthy.astype(jnp.float32))
-
-    def _observe(self, pipeline_state) -> jax.Array:
+    def observe_state(self, pipeline_state, action: jax.Array) -> jax.Array:
         q, qd = pipeline_state.q, pipeline_state.qd
-        return jnp.concatenate([q[:ANT_Q], qd[:ANT_QD], q[ANT_Q:]])
+        n = 3 * self.num_objects
+        objects_xy = q[ANT_Q:ANT_Q + n].reshape(-1, 3)[:, :2].reshape(-1)
+        objects_vxy = qd[ANT_QD:ANT_QD + n].reshape(-1, 3)[:, :2].reshape(-1)
+        return jnp.concatenate([q[:ANT_Q], qd[:ANT_QD], objects_xy, objects_vxy])
+
+    def terminated(self, pipeline_state) -> jax.Array:
+        height = pipeline_state.x.pos[0, 2]
+        return (height < HEALTHY_Z[0]) | (height > HEALTHY_Z[1])
 
 
-class AntMaze(Ant):
-    """Ant in a maze: starts in the ``R`` cell, the goal is a ``G`` cell (plus noise)."""
+class AntMaze(MazeArena, Ant):
+    """Ant in a maze (scale 4): starts in the ``R`` cell, the goal is a ``G`` cell."""
 
-    def __init__(self, layout: str, backend: str = "spring", scale: float = 4.0,
-                 goal_noise: float = 0.5, **kwargs):
-        maze = load_layout(layout)
-        super().__init__(backend=backend, wall_boxes=maze.wall_boxes(scale),
-                         wall_height=0.25 * scale, **kwargs)
-        self.layout, self.scale, self.goal_noise = maze, scale, goal_noise
-        self._start = jnp.asarray(cell_centres((maze.start,), scale)[0])
-        self._goals = jnp.asarray(cell_centres(maze.goals, scale))
+    default_scale = 4.0
 
-    def sample_start_and_goal(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return self._start, sample_goal(rng, self._goals, self.goal_noise)
+
+BALL_RADIUS = 0.5
+
+
+class AntBall(Ant):
+    """Push a ball (radius 0.5) onto a target 5 m away; the goal is the ball's (x, y). The ball
+    starts about halfway to the target."""
+
+    goal_name = "ball (x, y)"
+    goal_indices = (ANT_Q + ANT_QD, ANT_Q + ANT_QD + 1)
+
+    def __init__(self, backend: str = "spring", target_distance: float = 5.0,
+                 ball_noise: float = 0.5, **kwargs):
+        ball = Pushable("ball", pushable_geom(type="sphere", size=f"{BALL_RADIUS}",
+                                              mass=OBJECT_MASS, rgba="1 1 1 1"),
+                        height=BALL_RADIUS)
+        super().__init__(backend=backend, objects=(ball,), target_distance=target_distance,
+                         **kwargs)
+        self.ball_noise = ball_noise
+
+    def object_positions(self, rng: jax.Array, start: jax.Array,
+                         goal: jax.Array) -> jax.Array:
+        # Halfway (2.5 m), so never within the Ant's reach (1.2 m, plus the ball's radius).
+        middle = 0.5 * (start + goal) + uniform_noise(rng, (2,), self.ball_noise)
+        return middle[None]
+
+
+PUSH_LAYOUT = """
+#####
+#R.##
+#..G#
+##G##
+#####
+"""
+PUSH_BLOCK_CELL = (2, 2)  # the only way from the start to either goal cell
+
+
+class AntPush(MazeArena, Ant):
+    """A block fills the cell between the Ant and both goal cells (scale 8, as in the benchmark's
+    corridor): the Ant must push it aside to get through. The goal is the torso (x, y)."""
+
+    default_scale = 8.0
+
+    def __init__(self, backend: str = "spring", scale: float | None = None, **kwargs):
+        scale = scale or self.default_scale
+        half = 0.45 * scale
+        block = Pushable("block", pushable_geom(type="box", size=f"{half} {half} {0.2 * scale}",
+                                                mass=OBJECT_MASS, rgba="0.9 0.1 0.1 1"),
+                         height=0.2 * scale)
+        self._block = jnp.asarray(cell_centres((PUSH_BLOCK_CELL,), scale))
+        super().__init__(PUSH_LAYOUT, scale=scale, backend=backend, objects=(block,), **kwargs)
+
+    def object_positions(self, rng: jax.Array, start: jax.Array,
+                         goal: jax.Array) -> jax.Array:
+        return self._block

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 CELL_CHARS = {"#": "wall", ".": "free", "R": "start", "G": "goal"}
@@ -42,14 +43,19 @@ class MazeLayout:
 
     def wall_boxes(self, scale: float) -> list[tuple[float, float, float, float]]:
         """Walls as few axis-aligned boxes ``(centre_x, centre_y, half_x, half_y)``: each run of
-        consecutive wall cells along a row becomes one box (fewer collision pairs)."""
-        boxes = []
-        for i, row in enumerate(self.rows):
-            for run in re.finditer(r"#+", row):
-                first, last = run.start(), run.end() - 1
-                boxes.append((i * scale, (first + last) / 2 * scale, scale / 2,
-                              (last - first + 1) * scale / 2))
-        return boxes
+        consecutive wall cells along a row is a rectangle, and a rectangle grows over the next
+        rows while they have a run with the same columns (fewer boxes, fewer collision pairs)."""
+        open_rects: dict[tuple[int, int], int] = {}  # (first col, last col) -> first row
+        rects = []
+        for i, row in enumerate([*self.rows, ""]):  # the empty last row closes every rectangle
+            runs = {(run.start(), run.end() - 1) for run in re.finditer(r"#+", row)}
+            for cols in set(open_rects) - runs:
+                rects.append((open_rects.pop(cols), i - 1, *cols))
+            for cols in runs - set(open_rects):
+                open_rects[cols] = i
+        return [((top + bottom) / 2 * scale, (first + last) / 2 * scale,
+                 (bottom - top + 1) * scale / 2, (last - first + 1) * scale / 2)
+                for top, bottom, first, last in sorted(rects)]
 
 
 def parse_layout(text: str, source: str = "<layout>") -> MazeLayout:
@@ -83,7 +89,14 @@ def parse_layout(text: str, source: str = "<layout>") -> MazeLayout:
                           f"(the first is at {starts[0][0]}:{starts[0][1]})")
     if not any("G" in row for row in rows):
         raise LayoutError(f"{source}: no goal cell 'G'")
-    return MazeLayout(tuple(rows))
+    layout = MazeLayout(tuple(rows))
+    reachable = reachable_cells(layout)
+    for i, j in layout.goals:
+        if (i, j) not in reachable:
+            number, column = origins[i]
+            raise LayoutError(f"{source}:{number}:{column + j}: goal cell 'G' cannot be reached "
+                              f"from the start (walls and the grid's edge enclose it)")
+    return layout
 
 
 def _packaged_sections() -> dict[str, str]:
@@ -105,8 +118,8 @@ LAYOUT_NAMES: tuple[str, ...] = tuple(_packaged_sections())
 
 
 def load_layout(spec: str) -> MazeLayout:
-    """A layout by packaged name (``u_maze``), file path, or literal text (rows joined by
-    newlines)."""
+    """A layout by packaged name (``u_maze``), file path, or the rows themselves separated by
+    newlines or ``/`` (``"#####/#RGG#/###G#/#GGG#/#####"``)."""
     sections = _packaged_sections()
     if spec in sections:
         return parse_layout(sections[spec], f"mazes.txt[{spec}]")
@@ -115,8 +128,24 @@ def load_layout(spec: str) -> MazeLayout:
     path = Path(spec).expanduser()
     if path.is_file():
         return parse_layout(path.read_text(), str(path))
-    raise LayoutError(f"no maze layout {spec!r}: not a file, and not one of "
-                      f"{', '.join(sections)}")
+    if "/" in spec and "#" in spec:  # rows, not a path
+        return parse_layout(spec.replace("/", "\n"))
+    raise LayoutError(f"no maze layout {spec!r}: not a file, not rows separated by '/', and not "
+                      f"one of {', '.join(sections)}")
+
+
+def reachable_cells(layout: MazeLayout) -> set[tuple[int, int]]:
+    """The non-wall cells connected to the start through side-by-side non-wall cells."""
+    walls = layout.walls
+    seen, frontier = {layout.start}, [layout.start]
+    while frontier:
+        i, j = frontier.pop()
+        for cell in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
+            inside = 0 <= cell[0] < walls.shape[0] and 0 <= cell[1] < walls.shape[1]
+            if inside and not walls[cell] and cell not in seen:
+                seen.add(cell)
+                frontier.append(cell)
+    return seen
 
 
 def cell_centres(cells: tuple[tuple[int, int], ...], scale: float) -> np.ndarray:
@@ -129,3 +158,28 @@ def sample_goal(key: jax.Array, centres: jax.Array, noise: float) -> jax.Array:
     cell_key, noise_key = jax.random.split(key)
     cell = jax.random.randint(cell_key, (), 0, centres.shape[0])
     return centres[cell] + jax.random.uniform(noise_key, (2,), minval=-noise, maxval=noise)
+
+
+class MazeArena:
+    """Mixin that puts a Brax robot task (Ant, Humanoid, ...) in a maze: the layout's walls,
+    the start in the ``R`` cell, and the goal in a ``G`` cell plus uniform noise.
+
+    ``class AntMaze(MazeArena, Ant)``: the robot class takes ``walls`` and
+    ``wall_half_height`` and calls ``sample_start_and_goal`` in its reset.
+    """
+
+    default_scale: float
+    goal_noise_per_scale = 0.125
+
+    def __init__(self, layout: str, scale: float | None = None, **kwargs):
+        self.layout = load_layout(layout)
+        self.scale = scale or self.default_scale
+        self.goal_noise = self.goal_noise_per_scale * self.scale
+        self._start = cell_centres((self.layout.start,), self.scale)[0]
+        self._goals = cell_centres(self.layout.goals, self.scale)
+        super().__init__(walls=self.layout.wall_boxes(self.scale),
+                         wall_half_height=0.25 * self.scale, **kwargs)
+
+    def sample_start_and_goal(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return jnp.asarray(self._start), sample_goal(rng, jnp.asarray(self._goals),
+                                                     self.goal_noise)

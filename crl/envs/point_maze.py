@@ -21,6 +21,7 @@ _CONTACT_GAP = 1e-3
 
 
 class PointMaze(GoalEnv):
+    goal_name = "point (x, y)"
     state_size = 2
     goal_indices = (0, 1)
 
@@ -45,12 +46,14 @@ class PointMaze(GoalEnv):
     def backend(self) -> str:
         return "jax"
 
-    def reset(self, rng: jax.Array) -> State:
+    def sample_start_and_goal(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
         start_key, goal_key = jax.random.split(rng)
-        position = self._start + jax.random.uniform(start_key, (2,), minval=-self.start_noise,
-                                                    maxval=self.start_noise)
-        goal = sample_goal(goal_key, self._goals, self.goal_noise)
-        obs = jnp.concatenate([position, goal])
+        start = self._start + jax.random.uniform(start_key, (2,), minval=-self.start_noise,
+                                                 maxval=self.start_noise)
+        return start, sample_goal(goal_key, self._goals, self.goal_noise)
+
+    def reset(self, rng: jax.Array) -> State:
+        obs = jnp.concatenate(self.sample_start_and_goal(rng))
         zero = jnp.zeros(())
         return State(pipeline_state=None, obs=obs, reward=zero, done=zero)
 

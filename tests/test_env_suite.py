@@ -1,0 +1,323 @@
+"""The environment suite: every Brax task resets, steps, reads its goal and scores success as
+the paper's tasks do.
+
+Compilation dominates on CPU, so each task compiles one program (``probe``) that serves every
+assertion about it, and compiles it with XLA's cheapest settings: the rollouts are a few steps.
+"""
+
+import dataclasses
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, PartitionSpec
+
+from crl import envs
+from crl.envs.base import goal_distance
+from crl.envs.maze import cell_centres
+from crl.envs.wrappers import EpisodeBatch
+
+# Compiles in about a third of the default time; runs a few times slower.
+FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
+STEPS = 30
+KEYS = jax.random.split(jax.random.PRNGKey(7), 2)
+
+
+def compile_fast(fn: Callable, *args):
+    return jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)
+
+
+@dataclasses.dataclass
+class Rollout:
+    """Rows: reset from KEYS[0], again from KEYS[0], from KEYS[1], then the extra states given
+    to the probe. ``obs``: [STEPS + 1, rows, obs]; ``done``: [STEPS, rows]."""
+
+    obs: np.ndarray
+    done: np.ndarray
+    q: np.ndarray  # [STEPS + 1, rows, q]
+    marker: np.ndarray  # world position of the goal marker, [STEPS + 1, rows, 3]
+
+
+EXTRA_ROWS = 3  # on the goal, far from it, and a scene of the task's own
+
+
+class Probe:
+    """One compiled program per env: resets, places extra states, and rolls all of them out with
+    zero actions."""
+
+    def __init__(self, name: str):
+        self.name, self.env = name, envs.make_env(name)
+        self.spec = envs.get_spec(name)
+        env = self.env
+        marker = env.sys.link_names.index(env.marker_body)
+
+        def probe(keys, extra_q, extra_qd):
+            reset = jax.vmap(env.reset)(keys)
+            extra = jax.vmap(env.pipeline_init)(extra_q, extra_qd)
+            pipeline_state = jax.tree.map(lambda *x: jnp.concatenate(x), reset.pipeline_state,
+                                          extra)
+            zeros = jnp.zeros((EXTRA_ROWS, env.action_size))
+            obs = jnp.concatenate([reset.obs, jax.vmap(env.observe)(extra, zeros)])
+            zero = jnp.zeros(obs.shape[0])
+            state = reset.replace(pipeline_state=pipeline_state, obs=obs, reward=zero, done=zero)
+
+            def step(state, _):
+                state = jax.vmap(env.step)(state, jnp.zeros((obs.shape[0], env.action_size)))
+                return state, (state.obs, state.done, state.pipeline_state.q,
+                               state.pipeline_state.x.pos[:, marker])
+
+            _, (obs_t, done_t, q_t, marker_t) = jax.lax.scan(step, state, None, STEPS)
+            with_first = lambda x, xs: jnp.concatenate([x[None], xs])
+            return (with_first(obs, obs_t), done_t, with_first(pipeline_state.q, q_t),
+                    with_first(pipeline_state.x.pos[:, marker], marker_t))
+
+        self.keys = jnp.concatenate([KEYS[:1], KEYS])
+        q = jnp.tile(env.sys.init_q, (EXTRA_ROWS, 1))
+        qd = jnp.zeros((EXTRA_ROWS, env.sys.qd_size()))
+        self._compiled = compile_fast(probe, self.keys, q, qd)
+        self.resets = self(q, qd)
+        self.reset_q = self.resets.q[0, 0]
+        self.goal = self.resets.obs[0, 0, env.state_size:]
+        self.achieved = self.resets.obs[0, 0, list(env.goal_indices)]
+
+    def __call__(self, extra_q, extra_qd) -> Rollout:
+        return Rollout(*map(np.asarray, self._compiled(
+            self.keys, jnp.asarray(extra_q, jnp.float32), jnp.asarray(extra_qd, jnp.float32))))
+
+    def distance(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(goal_distance(obs, self.env.state_size, self.env.goal_indices))
+
+
+def reacher_arm_angles(point: np.ndarray) -> np.ndarray:
+    """Joint angles that put Reacher's fingertip (links 0.1 and 0.11) on ``point`` (x, y)."""
+    first, second = 0.1, 0.11
+    r2 = float(np.dot(point, point))
+    elbow = np.arccos(np.clip((r2 - first**2 - second**2) / (2 * first * second), -1, 1))
+    shoulder = np.arctan2(point[1], point[0]) - np.arctan2(second * np.sin(elbow),
+                                                           first + second * np.cos(elbow))
+    return np.array([shoulder, elbow])
+
+
+def moved_onto_goal(probe: Probe, offset: float) -> np.ndarray:
+    """KEYS[0]'s reset state with the agent (or object) moved onto its goal, then ``offset``
+    further along x."""
+    q = probe.reset_q.copy()
+    translation = TASKS[probe.name].translation
+    if translation is None:  # Reacher: the fingertip on the goal, or 0.2 m across from it
+        target = (probe.goal[:2] if offset == 0
+                  else np.array([-0.2 if probe.goal[0] > 0 else 0.2, 0.0]))
+        q[:2] = reacher_arm_angles(target)
+        return q
+    shift = probe.goal - probe.achieved
+    shift[0] += offset
+    for axis, index in enumerate(translation):
+        if index is not None:
+            q[index] += shift[axis]
+    return q
+
+
+def into_wall(probe: Probe) -> tuple[np.ndarray, np.ndarray]:
+    """The torso 0.1 inside the near face of the wall cell below the start cell, at rest."""
+    env = probe.env
+    (i, j), scale = env.layout.start, env.scale
+    assert env.layout.walls[i + 1, j]
+    q = probe.reset_q.copy()
+    q[0], q[1] = (i + 0.5) * scale + 0.1, j * scale
+    return q, np.zeros(env.sys.qd_size())
+
+
+def pushed_out_of_the_wall(probe: Probe, rollout: Rollout) -> None:
+    env = probe.env
+    face = (env.layout.start[0] + 0.5) * env.scale
+    torso_x = rollout.q[:, -1, 0]
+    assert torso_x[-1] < face - 0.05, torso_x  # out of the wall, and it never went deeper
+    assert np.max(torso_x) <= face + 0.1 + 1e-3, torso_x
+
+
+def running_into_object(probe: Probe) -> tuple[np.ndarray, np.ndarray]:
+    """The Ant 0.1 m short of touching the first object, running at it at 3 m/s."""
+    env = probe.env
+    q, qd = probe.reset_q.copy(), np.zeros(env.sys.qd_size())
+    obj = q[15:17]
+    direction = (obj - q[:2]) / np.linalg.norm(obj - q[:2])
+    # torso radius 0.25, plus the ball's radius or the block's half-width
+    reach = 0.25 + (0.5 if probe.name == "ant_ball" else 0.45 * env.scale)
+    q[:2] = obj - (reach + 0.1) * direction
+    qd[:2] = 3.0 * direction
+    return q, qd
+
+
+def object_moved(probe: Probe, rollout: Rollout) -> None:
+    displacement = np.linalg.norm(rollout.q[-1, -1, 15:17] - rollout.q[0, -1, 15:17])
+    assert displacement > 0.05, displacement
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What the tests know about a task, independently of its code."""
+
+    # q entries that translate the achieved goal along each goal axis (None: Reacher, by IK)
+    translation: tuple[int | None, ...] | None
+    # the goal of an episode checked against the task's definition
+    goal_is_valid: Callable[[envs.EnvSpec, np.ndarray], bool]
+    # an extra state to roll out, and a check of its rollout
+    scene: Callable[[Probe], tuple[np.ndarray, np.ndarray]] | None = None
+    scene_check: Callable[[Probe, Rollout], None] | None = None
+    random_goal: bool = True
+
+
+def in_goal_cell(env, goal: np.ndarray) -> bool:
+    centres = cell_centres(env.layout.goals, env.scale)
+    return bool(np.min(np.max(np.abs(centres - goal[:2]), axis=1)) <= env.goal_noise + 1e-5)
+
+
+TASKS = {
+    "reacher": Task(None, lambda env, g: np.hypot(g[0], g[1]) <= 0.2 + 1e-6
+                    and abs(g[2] - 0.01) < 1e-5),
+    # The object rests at (0.45, -0.05, -0.275); easy goals are 0.25-0.55 m behind it.
+    "pusher_easy": Task((8, 7, None), lambda env, g: -0.1 - 1e-6 <= g[0] <= 0.2 + 1e-6
+                        and -0.25 - 1e-6 <= g[1] <= 0.15 + 1e-6 and abs(g[2] + 0.275) < 1e-5),
+    "cheetah": Task((0,), lambda env, g: abs(g[0] - 5.0) < 1e-5, random_goal=False),
+    "ant": Task((0, 1), lambda env, g: abs(np.hypot(*g) - 10.0) < 1e-3),
+    "ant_ball": Task((15, 16), lambda env, g: abs(np.hypot(*g) - 5.0) < 1e-3,
+                     running_into_object, object_moved),
+    "ant_push": Task((0, 1), in_goal_cell, running_into_object, object_moved),
+    "ant_u_maze": Task((0, 1), in_goal_cell, into_wall, pushed_out_of_the_wall),
+    "humanoid": Task((0, 1, 2), lambda env, g: 1.0 - 1e-5 <= np.hypot(g[0], g[1]) <= 5.0 + 1e-5
+                     and abs(g[2] - 1.25) < 1e-5),
+    "humanoid_u_maze": Task((0, 1, 2), lambda env, g: in_goal_cell(env, g)
+                            and abs(g[2] - 1.25) < 1e-5, into_wall, pushed_out_of_the_wall),
+}
+
+
+def probe_with_scenes(name: str) -> Probe:
+    """The probe of ``name``, and its rollout of the resets plus the on-goal, far and scene
+    states."""
+    probe = Probe(name)
+    task = TASKS[name]
+    scene_q, scene_qd = (task.scene(probe) if task.scene
+                         else (probe.reset_q, np.zeros(probe.env.sys.qd_size())))
+    qd = np.zeros((EXTRA_ROWS, probe.env.sys.qd_size()))
+    qd[2] = scene_qd
+    radius = probe.spec.success_radius
+    probe.rollout = probe(np.stack([moved_onto_goal(probe, 0.0),
+                                    moved_onto_goal(probe, 10 * radius), scene_q]), qd)
+    return probe
+
+
+@pytest.fixture(scope="module", params=list(TASKS))
+def probe(request) -> Probe:
+    return probe_with_scenes(request.param)
+
+
+def test_reset_and_step_shapes(probe):
+    env, rollout = probe.env, probe.rollout
+    assert env.action_size == env.sys.act_size()
+    assert rollout.obs.shape == (STEPS + 1, 3 + EXTRA_ROWS, env.observation_size)
+    assert env.observation_size == env.state_size + len(env.goal_indices)
+    assert max(env.goal_indices) < env.state_size
+
+
+def test_goal_in_the_observation_is_the_commanded_goal(probe):
+    env, rollout = probe.env, probe.rollout
+    goals = rollout.obs[..., env.state_size:]
+    # The goal stays put (the spring pipeline recomputes q from body positions: rounding), and
+    # the marker body is drawn there (to within the sag of spring joints, which are springs).
+    np.testing.assert_allclose(goals, np.broadcast_to(goals[0], goals.shape), atol=1e-5)
+    np.testing.assert_allclose(goals, rollout.marker[..., list(env.goal_axes)], atol=2e-3)
+    task = TASKS[probe.name]
+    for goal in goals[0, :3]:
+        assert task.goal_is_valid(env, goal), goal
+    if task.random_goal:
+        assert not np.allclose(goals[0, 0], goals[0, 2])  # another seed, another goal
+
+
+def test_success_is_one_on_the_goal_and_zero_far_away(probe):
+    radius = probe.spec.success_radius
+    on_goal, far = probe.distance(probe.rollout.obs[0, 3:5])
+    assert on_goal < 0.05 * radius, on_goal
+    assert far > radius, far
+
+
+def test_zero_actions_from_reset_keep_the_state_finite(probe):
+    rollout = probe.rollout
+    assert np.all(np.isfinite(rollout.obs))
+    assert not np.any(rollout.done[:, :3]), "a healthy start should not terminate at once"
+    assert not np.allclose(rollout.obs[-1, 0], rollout.obs[0, 0])  # gravity and reset noise act
+
+
+def test_same_seed_same_trajectory(probe):
+    rollout = probe.rollout
+    np.testing.assert_array_equal(rollout.obs[:, 0], rollout.obs[:, 1])
+    np.testing.assert_array_equal(rollout.obs[:, :3], probe.resets.obs[:, :3])  # another call
+    assert not np.allclose(rollout.obs[:, 0], rollout.obs[:, 2])
+
+
+@pytest.mark.parametrize("probe", [name for name, task in TASKS.items() if task.scene],
+                         indirect=True)
+def test_walls_and_objects_touch_the_body(probe):
+    """Maze walls push a body placed in them out; an Ant running into a ball or a block moves
+    it."""
+    TASKS[probe.name].scene_check(probe, probe.rollout)
+
+
+def varying(x: jax.Array) -> jax.Array:
+    try:
+        return jax.lax.pcast(x, ("data",), to="varying")
+    except ValueError:  # already typed as differing between devices
+        return x
+
+
+@pytest.mark.parametrize("backend", envs.BACKENDS)
+def test_every_pipeline_steps_episodes_under_shard_map(backend):
+    """The trainer steps its envs inside ``shard_map``, whose type check rejects the solvers of
+    the generalized and MJX pipelines unless the physics runs outside it: every pipeline must
+    step there, with the same numbers as without ``shard_map``."""
+    env = EpisodeBatch(envs.make_env("reacher", backend), episode_length=3)
+    mesh = Mesh(np.asarray(jax.devices()[:1]), ("data",))
+
+    def rollout(keys, actions, sharded):
+        state = env.reset(keys)
+        if sharded:  # as the trainer does: the env state differs between devices
+            state = jax.tree.map(varying, state)
+
+        def step(state, action):
+            state = env.step(state, action)
+            return state, (state.obs, state.info["traj_id"])
+
+        return jax.lax.scan(step, state, actions)[1]
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    actions = jax.random.uniform(jax.random.PRNGKey(1), (5, 2, env.action_size), minval=-1,
+                                 maxval=1)
+    sharded = jax.shard_map(lambda k, a: rollout(k, a, True), mesh=mesh,
+                            in_specs=(PartitionSpec("data"), PartitionSpec(None, "data")),
+                            out_specs=PartitionSpec(None, "data"))
+    obs, traj_id = compile_fast(sharded, keys, actions)(keys, actions)
+    assert np.all(np.isfinite(obs)) and obs.shape == (5, 2, env.observation_size)
+    np.testing.assert_array_equal(traj_id[:, 0], [0, 0, 1, 1, 1])  # episodes restart
+    if backend in ("generalized", "mjx"):
+        plain_obs, _ = compile_fast(lambda k, a: rollout(k, a, False), keys, actions)(keys,
+                                                                                    actions)
+        np.testing.assert_allclose(obs, plain_obs, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_representative_envs_train_one_epoch_from_the_command_line(compile_cache):
+    """``experiments/smoke_envs.py`` trains one tiny epoch on every registered env (minutes per
+    env family); here on those whose training differs most: the generalized pipeline under
+    shard_map (reacher), walls and a pushed object (ant_push), terminations and the largest
+    observation (humanoid)."""
+    root = Path(__file__).resolve().parents[1]
+    names = "reacher,ant_push,humanoid"
+    result = subprocess.run([sys.executable, str(root / "experiments" / "smoke_envs.py"),
+                             "--names", names, "--fast-compile", "--compile-cache",
+                             compile_cache], capture_output=True, text=True, timeout=1800)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "3/3 envs trained one epoch" in result.stdout
