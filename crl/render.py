@@ -17,6 +17,7 @@ evaluation envs, and saved as:
 from __future__ import annotations
 
 import argparse
+import functools
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -94,6 +95,22 @@ def first_episode_states(trajectories: dict[str, Any]) -> list[Any]:
     return [jax.tree.map(lambda x, t=t: x[t], trajectories["pipeline"]) for t in range(steps)]
 
 
+@functools.cache
+def opengl_missing() -> str:
+    """Why MuJoCo cannot render in this process ('' when it can). Asked once per process: after
+    one failed ``mujoco.Renderer``, MuJoCo 4 aborts the process on the next attempt."""
+    import mujoco
+
+    model = mujoco.MjModel.from_xml_string("<mujoco><worldbody/></mujoco>")
+    try:
+        with warnings.catch_warnings():  # GLFW warns before it fails; the caller says why
+            warnings.simplefilter("ignore")
+            mujoco.Renderer(model, 16, 16).close()
+    except Exception as error:  # no display, no EGL or OSMesa
+        return type(error).__name__
+    return ""
+
+
 def write_video(file: Path, model, qpos: np.ndarray, focus: np.ndarray, fps: float,
                 log: Callable[[str], None]) -> bool:
     """Render the MuJoCo ``model`` at each row of ``qpos`` into an MP4, the camera looking down
@@ -101,15 +118,14 @@ def write_video(file: Path, model, qpos: np.ndarray, focus: np.ndarray, fps: flo
     MuJoCo cannot make an OpenGL context."""
     import mujoco
 
-    try:
-        with warnings.catch_warnings():  # GLFW warns before it fails; the line below says why
-            warnings.simplefilter("ignore")
-            renderer = mujoco.Renderer(model, *VIDEO_SIZE)
-    except Exception as error:  # no display, no EGL or OSMesa
-        log(f"no OpenGL context for MuJoCo ({type(error).__name__}), so no MP4; on a headless "
-            "machine set MUJOCO_GL=egl or MUJOCO_GL=osmesa")
+    missing = opengl_missing()
+    if missing:
+        log(f"no OpenGL context for MuJoCo ({missing}), so no MP4; on a headless machine set "
+            "MUJOCO_GL=egl or MUJOCO_GL=osmesa")
         return False
     import imageio.v3 as iio
+
+    renderer = mujoco.Renderer(model, *VIDEO_SIZE)
 
     data = mujoco.MjData(model)
     low, high = focus.min(0), focus.max(0)
