@@ -31,9 +31,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 import crl
 from crl import distributed
 from crl.config import Config, config_from_dict, fixed_field_changes
-from crl.runs import RunError
+from crl.runs import CHECKPOINT_DIR, RunError
 
-CHECKPOINT_DIR = "checkpoints"
 UNREADABLE_DIR = "unreadable_checkpoints"
 
 

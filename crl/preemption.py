@@ -1,4 +1,6 @@
-"""Preemption: SIGTERM or SIGUSR1 (what Slurm sends before it stops a job) asks the run to stop.
+"""Preemption: SIGTERM, SIGUSR1 or SIGUSR2 (what Slurm sends before it stops a job: SIGTERM on
+preemption, the ``--signal`` of the job, USR2 for jobs launched by submitit, near its time
+limit) asks the run to stop.
 
 The handler only records the signal. The training loop looks at it after every epoch (an epoch
 is one compiled call and cannot be cut short), checkpoints and raises ``Preempted``, which
@@ -13,7 +15,7 @@ import threading
 
 import numpy as np
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Preempted(Exception):
@@ -26,7 +28,7 @@ class Preempted(Exception):
 
 
 class PreemptionWatch:
-    """Context manager: while active, SIGTERM and SIGUSR1 are recorded in ``received`` instead
+    """Context manager: while active, the SIGNALS are recorded in ``received`` instead
     of ending the process. Previous handlers are restored on exit. Outside the main thread
     (where Python cannot install handlers) it watches nothing."""
 

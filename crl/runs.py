@@ -22,6 +22,7 @@ from crl.config import Config, ConfigError, config_from_dict, parse_resume_args
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
 WANDB_ID_FILE = "wandb_id"
 
 
@@ -29,10 +30,16 @@ class RunError(ValueError):
     """A run directory that cannot be used as asked; the message is one line."""
 
 
-def default_run_name(config: Config, timestamp: str) -> str:
+def run_label(config: Config) -> str:
+    """``<env>_d<depth>_s<seed>`` of a resolved config (``a<depth>c<depth>`` when the actor's
+    and the critic's depths differ)."""
     depth = (f"d{config.depth}" if config.actor_depth == config.critic_depth == config.depth
              else f"a{config.actor_depth}c{config.critic_depth}")
-    return f"{config.env}_{depth}_s{config.seed}_{timestamp}"
+    return f"{config.env}_{depth}_s{config.seed}"
+
+
+def default_run_name(config: Config, timestamp: str) -> str:
+    return f"{run_label(config)}_{timestamp}"
 
 
 def run_path(config: Config) -> Path:
@@ -86,6 +93,15 @@ def resume_config(path: Path, argv: list[str]) -> Config:
     return dataclasses.replace(config, run_dir=str(path.parent), run_name=path.name)
 
 
+def checkpointed_epochs(path: Path) -> list[int]:
+    """The epochs of a run's complete checkpoints, read off the directory names (a checkpoint
+    is renamed to its epoch only once it is whole), without opening them."""
+    directory = Path(path) / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(int(entry.name) for entry in directory.iterdir() if entry.name.isdigit())
+
+
 def append_metrics(path: Path, metrics: dict[str, Any]) -> None:
     with open(path / METRICS_FILE, "a") as f:
         f.write(json.dumps(metrics) + "\n")
@@ -117,10 +133,11 @@ def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def wandb_run_id(path: Path) -> str:
-    """The run's Weights & Biases id, created on first use: a resumed run logs to the same one."""
+    """The run's Weights & Biases id, created on first use (the one a `wandb agent` chose for
+    a run of a wandb sweep): a resumed run logs to the same one."""
     file = Path(path) / WANDB_ID_FILE
     if not file.exists():
-        write_text_atomically(file, secrets.token_hex(4) + "\n")
+        write_text_atomically(file, os.environ.get("WANDB_RUN_ID", secrets.token_hex(4)) + "\n")
     return file.read_text().strip()
 
 

@@ -41,7 +41,7 @@ from crl.render import render_policy
 from crl.tracking import WandbRun
 
 # Exit codes of `python -m crl.train` (2: invalid input, before anything is written).
-EXIT_PREEMPTED = 3  # stopped by SIGTERM/SIGUSR1 after checkpointing: resume with --resume
+EXIT_PREEMPTED = 3  # stopped by SIGTERM/SIGUSR1/SIGUSR2 after checkpointing: resume with --resume
 EXIT_DIVERGED = 4  # a non-finite loss or parameter: the last good checkpoint is kept
 
 AXIS = "data"  # the device mesh axis that envs, replay and batches are split over
@@ -438,8 +438,8 @@ def train(config: Config, log: Callable[[str], None] = print,
 
     Every process of a multi-process run calls this; process 0 alone writes the run's files,
     the console and wandb, and each process writes its shards of the checkpoints. Returns the
-    final state and every epoch's metrics. Raises Preempted (after a checkpoint) on SIGTERM or
-    SIGUSR1, and Diverged on a non-finite loss or parameter.
+    final state and every epoch's metrics. Raises Preempted (after a checkpoint) on SIGTERM,
+    SIGUSR1 or SIGUSR2, and Diverged on a non-finite loss or parameter.
     """
     distributed.initialize(config)
     main_process = distributed.is_main_process()
@@ -452,8 +452,8 @@ def train(config: Config, log: Callable[[str], None] = print,
     if not resume:
         runs.check_new_run(path)
     enable_compile_cache(config.compile_cache)
-    trainer = Trainer(config)
-    with PreemptionWatch() as watch:
+    with PreemptionWatch() as watch:  # from the start: a signal while compiling is kept too
+        trainer = Trainer(config)
         state, meta, record = _open_run(config, path, resume, trainer, main_process, log)
         error = None
         try:
