@@ -26,8 +26,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Rectangle
+
+from crl.envs.maze import MazeLayout
 
 VIDEO_SIZE = (384, 512)  # height, width: multiples of 16, as video codecs want
 
@@ -57,6 +60,15 @@ def rollout(trainer, actor_params: Any, key: jax.Array, episodes: int) -> dict[s
     return jax.device_get(jax.jit(run)(actor_params, key))
 
 
+def draw_walls(ax: Axes, layout: MazeLayout, scale: float) -> None:
+    """The wall cells of a maze, world y across and world x down the (inverted) vertical axis:
+    every top view of a maze (crl.render, crl.viz) draws it so, so that rows read as in
+    mazes.txt and pictures of one maze agree."""
+    for i, j in zip(*np.nonzero(layout.walls), strict=True):
+        ax.add_patch(Rectangle((j * scale - scale / 2, i * scale - scale / 2), scale, scale,
+                               color="0.35"))
+
+
 def plot_paths(file: Path, trajectories: dict[str, Any], goal_env, success_radius: float,
                title: str) -> None:
     """Top view of every episode's achieved goal; the axes follow mazes.txt (rows down)."""
@@ -64,12 +76,8 @@ def plot_paths(file: Path, trajectories: dict[str, Any], goal_env, success_radiu
     state_size, first_two = goal_env.state_size, list(goal_env.goal_indices[:2])
     fig = Figure(figsize=(6, 6))
     ax = fig.add_subplot()
-    layout = getattr(goal_env, "layout", None)
-    if layout is not None:
-        scale = goal_env.scale
-        for i, j in zip(*np.nonzero(layout.walls), strict=True):
-            ax.add_patch(Rectangle((j * scale - scale / 2, i * scale - scale / 2), scale, scale,
-                                   color="0.35"))
+    if hasattr(goal_env, "layout"):
+        draw_walls(ax, goal_env.layout, goal_env.scale)
     reached = 0
     for episode in range(obs.shape[1]):
         steps = int(alive[:, episode].sum())

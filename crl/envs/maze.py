@@ -7,6 +7,7 @@ outside the grid count as walls.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
 from importlib import resources
@@ -134,18 +135,25 @@ def load_layout(spec: str) -> MazeLayout:
                       f"one of {', '.join(sections)}")
 
 
-def reachable_cells(layout: MazeLayout) -> set[tuple[int, int]]:
-    """The non-wall cells connected to the start through side-by-side non-wall cells."""
+def corridor_steps(layout: MazeLayout) -> dict[tuple[int, int], int]:
+    """Steps from the start to every reachable cell, moving between side-by-side non-wall
+    cells (a breadth-first search)."""
     walls = layout.walls
-    seen, frontier = {layout.start}, [layout.start]
+    steps = {layout.start: 0}
+    frontier = collections.deque([layout.start])
     while frontier:
-        i, j = frontier.pop()
+        i, j = frontier.popleft()
         for cell in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
             inside = 0 <= cell[0] < walls.shape[0] and 0 <= cell[1] < walls.shape[1]
-            if inside and not walls[cell] and cell not in seen:
-                seen.add(cell)
+            if inside and not walls[cell] and cell not in steps:
+                steps[cell] = steps[i, j] + 1
                 frontier.append(cell)
-    return seen
+    return steps
+
+
+def reachable_cells(layout: MazeLayout) -> set[tuple[int, int]]:
+    """The non-wall cells connected to the start through side-by-side non-wall cells."""
+    return set(corridor_steps(layout))
 
 
 def cell_centres(cells: tuple[tuple[int, int], ...], scale: float) -> np.ndarray:
