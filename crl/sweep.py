@@ -360,7 +360,10 @@ def slurm_executor(args: argparse.Namespace, sweep_dir: Path, jobs: int) -> subm
         gpus_per_node=1 if args.gpus_per_job is None else args.gpus_per_job,
         ntasks_per_node=1, cpus_per_task=args.cpus_per_job, mem=f"{args.mem_gb}GB",
         signal_delay_s=args.signal_delay_s, array_parallelism=min(args.array_parallelism, jobs),
-        setup=args.setup, **{k: v for k, v in given.items() if v is not None})
+        setup=args.setup, **{k: v for k, v in given.items() if v is not None},
+        # Preempted jobs go back to the queue (where the cluster requeues on preemption), and
+        # submitit's own requeue near the time limit is allowed on every cluster.
+        additional_parameters={"requeue": True})
     return executor
 
 

@@ -111,7 +111,8 @@ def test_slurm_sweep_submits_one_job_array_with_the_requested_resources(tmp_path
     for line in ("#SBATCH --array=0-3%3", "#SBATCH --partition=gpu", "#SBATCH --account=rl",
                  "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=6",
                  "#SBATCH --mem=48GB", "#SBATCH --time=120", "#SBATCH --constraint=a100",
-                 "#SBATCH --signal=USR2@240", "#SBATCH --ntasks-per-node=1"):
+                 "#SBATCH --signal=USR2@240", "#SBATCH --ntasks-per-node=1",
+                 "#SBATCH --requeue"):
         assert line in script, (line, script)
     sweep_dir = tmp_path / "runs" / "s"
     recorded = json.loads((sweep_dir / sweep.SWEEP_FILE).read_text())["runs"]
