@@ -85,7 +85,8 @@ def critic_loss(energy: str, loss: str, penalty: float, phi: jax.Array,
     metrics = {
         "critic_loss": value,
         "logits_pos": jnp.mean(diag),
-        "logits_neg": (jnp.sum(logits) - jnp.sum(diag)) / (logits.size - diag.size),
+        # A float count: batch² overflows int32 from a batch of 46,341.
+        "logits_neg": (jnp.sum(logits) - jnp.sum(diag)) / float(logits.size - diag.size),
         "categorical_accuracy": jnp.mean(is_argmax),
     }
     return value, metrics

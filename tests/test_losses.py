@@ -126,3 +126,12 @@ def test_unknown_names_are_rejected():
         losses.energy_matrix("l3", PHI, PSI)
     with pytest.raises(ValueError, match="fwd_infonce"):
         losses.contrastive_loss("nce", np.zeros((2, 2)))
+
+
+def test_critic_loss_traces_for_batches_whose_square_overflows_int32():
+    """Batch 50,000 (valid with 512 envs of 1000 steps) has 2.5e9 logits: the metrics must not
+    count them in int32. Traced only (eval_shape): no 10 GB matrix is made."""
+    rows = jax.ShapeDtypeStruct((50_000, 8), jnp.float32)
+    _, metrics = jax.eval_shape(
+        lambda phi, psi: losses.critic_loss("l2", "fwd_infonce", 0.1, phi, psi), rows, rows)
+    assert metrics["logits_neg"].dtype == jnp.float32
