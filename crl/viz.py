@@ -183,6 +183,23 @@ def q_value_map(env: GoalEnv, run: LoadedRun, goal_cell: Sequence[int] | None = 
                      layout=layout, scale=scale, best_of=best_of, label=depth_label(run.config))
 
 
+def corridor_agreement(q_map: QValueMap) -> dict[str, float]:
+    """Does the critic follow the corridors? Spearman rank correlations, over the free cells
+    reachable from the goal, of each cell's mean Q with minus its distance to the goal cell
+    along the corridors (``corridor``) and with minus its straight-line distance
+    (``straight_line``). A critic that learned the maze ranks cells by the first; one that
+    measures distance through walls, by the second."""
+    from scipy import stats
+
+    steps = corridor_steps(q_map.layout, q_map.goal_cell)
+    cells = sorted(steps)
+    n = q_map.q.shape[0] // q_map.layout.walls.shape[0]  # grid points per cell side
+    q = [np.nanmean(q_map.q[i * n:(i + 1) * n, j * n:(j + 1) * n]) for i, j in cells]
+    straight = [np.hypot(i - q_map.goal_cell[0], j - q_map.goal_cell[1]) for i, j in cells]
+    return {"corridor": float(stats.spearmanr(q, [-steps[c] for c in cells])[0]),
+            "straight_line": float(stats.spearmanr(q, -np.asarray(straight))[0])}
+
+
 def _draw_map(ax: Axes, q_map: QValueMap, values: np.ndarray, cmap: str,
               vmin: float | None = None, vmax: float | None = None) -> AxesImage:
     rows, cols = q_map.layout.walls.shape

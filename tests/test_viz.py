@@ -145,3 +145,27 @@ def test_learning_curves_draw_each_metric_against_env_steps_one_line_per_run(tin
     assert list(critic_loss.lines[0].get_xdata()) == [line["env_steps"] for line in trained]
     with pytest.raises(ValueError, match=re.escape("no run logged eval/sucess; logged: ")):
         viz.plot_learning_curves([path], ["eval/sucess"])
+
+
+def synthetic_map(values_of_cell) -> viz.QValueMap:
+    """A QValueMap of u4_maze whose Q in each free cell is ``values_of_cell((i, j))``."""
+    layout, n = load_layout("u4_maze"), 2
+    q = np.full((layout.walls.shape[0] * n, layout.walls.shape[1] * n), np.nan)
+    for i, j in zip(*np.nonzero(~layout.walls), strict=True):
+        q[i * n:(i + 1) * n, j * n:(j + 1) * n] = values_of_cell((i, j))
+    return viz.QValueMap(q=q, distance=-q, x=np.arange(q.shape[0]), y=np.arange(q.shape[1]),
+                         goal_cell=(4, 1), goal=(16.0, 4.0), layout=layout, scale=4.0,
+                         best_of=0, label="synthetic")
+
+
+def test_corridor_agreement_tells_a_corridor_critic_from_a_straight_line_one():
+    from crl.envs.maze import corridor_steps
+
+    steps = corridor_steps(load_layout("u4_maze"), (4, 1))
+    assert steps[(2, 1)] == 10 and steps[(5, 1)] == 1  # the start is 10 steps round the wall
+    corridor = viz.corridor_agreement(synthetic_map(lambda cell: -steps[cell]))
+    straight = viz.corridor_agreement(synthetic_map(lambda cell: -np.hypot(cell[0] - 4,
+                                                                           cell[1] - 1)))
+    assert corridor["corridor"] == pytest.approx(1.0)
+    assert straight["straight_line"] == pytest.approx(1.0)
+    assert corridor["straight_line"] < 0.8 and straight["corridor"] < 0.8

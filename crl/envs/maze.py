@@ -135,12 +135,14 @@ def load_layout(spec: str) -> MazeLayout:
                       f"one of {', '.join(sections)}")
 
 
-def corridor_steps(layout: MazeLayout) -> dict[tuple[int, int], int]:
-    """Steps from the start to every reachable cell, moving between side-by-side non-wall
-    cells (a breadth-first search)."""
+def corridor_steps(layout: MazeLayout,
+                   origin: tuple[int, int] | None = None) -> dict[tuple[int, int], int]:
+    """Steps from ``origin`` (default: the start) to every cell reachable from it, moving
+    between side-by-side non-wall cells (a breadth-first search)."""
     walls = layout.walls
-    steps = {layout.start: 0}
-    frontier = collections.deque([layout.start])
+    origin = layout.start if origin is None else origin
+    steps = {origin: 0}
+    frontier = collections.deque([origin])
     while frontier:
         i, j = frontier.popleft()
         for cell in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
