@@ -170,6 +170,9 @@ def validate(config: Config) -> Config:
         if config.backend not in envs.BACKENDS:
             raise ConfigError(f"backend={config.backend!r} is not a Brax pipeline; valid: "
                               f"{', '.join(envs.BACKENDS)}")
+        if config.backend not in spec.backends:
+            raise ConfigError(f"backend={config.backend!r} cannot run env {config.env!r}; "
+                              f"valid: {', '.join(spec.backends)}")
     for name in ("depth", "actor_depth", "critic_depth"):
         value = getattr(config, name)
         if value is not None and (value <= 0 or value % 4):

@@ -26,6 +26,8 @@ SMALL = Config(env="point_u_maze", num_envs=4, batch_size=8, episode_length=20,
     ({"discount": 1.0}, "discount=1.0 must be in (0, 1)"),
     ({"backend": "spring"}, "pure JAX"),
     ({"env": "ant", "backend": "bullet"}, "backend='bullet' is not a Brax pipeline"),
+    ({"env": "arm_reach", "backend": "spring"}, "backend='spring' cannot run env 'arm_reach'; "
+     "valid: mjx"),
 ])
 def test_invalid_values_are_named_in_one_line(change, message):
     with pytest.raises(ConfigError) as error:

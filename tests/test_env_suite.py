@@ -1,8 +1,10 @@
 """The environment suite: every Brax task resets, steps, reads its goal and scores success as
 the paper's tasks do.
 
-Compilation dominates on CPU, so each task compiles one program (``probe``) that serves every
-assertion about it, and compiles it with XLA's cheapest settings: the rollouts are a few steps.
+Compilation dominates on CPU, so each model compiles one program (a rollout of given start
+states) that serves every assertion about every task on it, and compiles it with XLA's cheapest
+settings: the rollouts are a few steps. Tasks that share a model (the arm's) differ only in how
+episodes start, which the program takes as data.
 """
 
 import dataclasses
@@ -15,10 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from brax.envs.base import State
 from jax.sharding import Mesh, PartitionSpec
 
 from crl import envs
-from crl.envs.base import goal_distance
+from crl.envs import arm
+from crl.envs.base import BraxGoalEnv, goal_distance
 from crl.envs.maze import cell_centres
 from crl.envs.wrappers import EpisodeBatch
 
@@ -46,48 +50,62 @@ class Rollout:
 EXTRA_ROWS = 3  # on the goal, far from it, and a scene of the task's own
 
 
+_ROLLOUTS: dict[str, Callable] = {}  # compiled rollouts by model
+
+
+def compiled_rollout(env, model: str, q: jax.Array, qd: jax.Array) -> Callable:
+    """The program rolling the states ``(q, qd)`` out with zero actions, compiled once for all
+    the tasks on ``model``."""
+    if model not in _ROLLOUTS:
+        marker = env.sys.link_names.index(env.marker_body)
+
+        def rollout(q, qd):
+            pipeline_state = jax.vmap(env.pipeline_init)(q, qd)
+            actions = jnp.zeros((q.shape[0], env.action_size))
+            obs = jax.vmap(env.observe)(pipeline_state, actions)
+            zero = jnp.zeros(q.shape[0])
+
+            def step(state, _):
+                state = jax.vmap(env.step)(state, actions)
+                return state, (state.obs, state.done, state.pipeline_state.q,
+                               state.pipeline_state.x.pos[:, marker])
+
+            _, (obs_t, done_t, q_t, marker_t) = jax.lax.scan(
+                step, State(pipeline_state, obs, zero, zero), None, STEPS)
+            with_first = lambda x, xs: jnp.concatenate([x[None], xs])
+            return (with_first(obs, obs_t), done_t, with_first(pipeline_state.q, q_t),
+                    with_first(pipeline_state.x.pos[:, marker], marker_t))
+
+        _ROLLOUTS[model] = compile_fast(rollout, q, qd)
+    return _ROLLOUTS[model]
+
+
 class Probe:
-    """One compiled program per env: resets, places extra states, and rolls all of them out with
-    zero actions."""
+    """One env's resets (as ``BraxGoalEnv.reset`` does them: the physics of ``initial_q_qd``'s
+    state, observed) and extra states, rolled out with zero actions by its model's program."""
 
     def __init__(self, name: str):
         self.name, self.env = name, envs.make_env(name)
         self.spec = envs.get_spec(name)
         env = self.env
-        marker = env.sys.link_names.index(env.marker_body)
-
-        def probe(keys, extra_q, extra_qd):
-            reset = jax.vmap(env.reset)(keys)
-            extra = jax.vmap(env.pipeline_init)(extra_q, extra_qd)
-            pipeline_state = jax.tree.map(lambda *x: jnp.concatenate(x), reset.pipeline_state,
-                                          extra)
-            zeros = jnp.zeros((EXTRA_ROWS, env.action_size))
-            obs = jnp.concatenate([reset.obs, jax.vmap(env.observe)(extra, zeros)])
-            zero = jnp.zeros(obs.shape[0])
-            state = reset.replace(pipeline_state=pipeline_state, obs=obs, reward=zero, done=zero)
-
-            def step(state, _):
-                state = jax.vmap(env.step)(state, jnp.zeros((obs.shape[0], env.action_size)))
-                return state, (state.obs, state.done, state.pipeline_state.q,
-                               state.pipeline_state.x.pos[:, marker])
-
-            _, (obs_t, done_t, q_t, marker_t) = jax.lax.scan(step, state, None, STEPS)
-            with_first = lambda x, xs: jnp.concatenate([x[None], xs])
-            return (with_first(obs, obs_t), done_t, with_first(pipeline_state.q, q_t),
-                    with_first(pipeline_state.x.pos[:, marker], marker_t))
-
-        self.keys = jnp.concatenate([KEYS[:1], KEYS])
+        assert type(env).reset is BraxGoalEnv.reset  # what the resets here stand for
+        keys = jnp.concatenate([KEYS[:1], KEYS])
+        self._starts = compile_fast(jax.vmap(env.initial_q_qd), keys)(keys)
         q = jnp.tile(env.sys.init_q, (EXTRA_ROWS, 1))
         qd = jnp.zeros((EXTRA_ROWS, env.sys.qd_size()))
-        self._compiled = compile_fast(probe, self.keys, q, qd)
+        self._compiled = compiled_rollout(env, TASKS[name].model or name,
+                                          *self._with_starts(q, qd))
         self.resets = self(q, qd)
         self.reset_q = self.resets.q[0, 0]
         self.goal = self.resets.obs[0, 0, env.state_size:]
         self.achieved = self.resets.obs[0, 0, list(env.goal_indices)]
 
+    def _with_starts(self, extra_q, extra_qd) -> tuple[jax.Array, jax.Array]:
+        return tuple(jnp.concatenate([start, jnp.asarray(extra, jnp.float32)])
+                     for start, extra in zip(self._starts, (extra_q, extra_qd), strict=True))
+
     def __call__(self, extra_q, extra_qd) -> Rollout:
-        return Rollout(*map(np.asarray, self._compiled(
-            self.keys, jnp.asarray(extra_q, jnp.float32), jnp.asarray(extra_qd, jnp.float32))))
+        return Rollout(*map(np.asarray, self._compiled(*self._with_starts(extra_q, extra_qd))))
 
     def distance(self, obs: np.ndarray) -> np.ndarray:
         return np.asarray(goal_distance(obs, self.env.state_size, self.env.goal_indices))
@@ -103,16 +121,29 @@ def reacher_arm_angles(point: np.ndarray) -> np.ndarray:
     return np.array([shoulder, elbow])
 
 
+def reacher_on_goal(probe: Probe, offset: float) -> np.ndarray:
+    """Reacher's fingertip on the goal, or (any ``offset``) 0.2 m across from it."""
+    q = probe.reset_q.copy()
+    target = probe.goal[:2] if offset == 0 else np.array([-0.2 if probe.goal[0] > 0 else 0.2, 0])
+    q[:2] = reacher_arm_angles(target)
+    return q
+
+
+def arm_effector_on_goal(probe: Probe, offset: float) -> np.ndarray:
+    """The arm's hand pointing down with the end effector on the goal, or (any ``offset``: more
+    would be out of reach) 0.25 m nearer the arm's base."""
+    q = probe.reset_q.copy()
+    q[:7] = arm.pose_above(jnp.asarray(probe.goal - [0.25 if offset else 0.0, 0.0, 0.0]))
+    return q
+
+
 def moved_onto_goal(probe: Probe, offset: float) -> np.ndarray:
     """KEYS[0]'s reset state with the agent (or object) moved onto its goal, then ``offset``
     further along x."""
-    q = probe.reset_q.copy()
     translation = TASKS[probe.name].translation
-    if translation is None:  # Reacher: the fingertip on the goal, or 0.2 m across from it
-        target = (probe.goal[:2] if offset == 0
-                  else np.array([-0.2 if probe.goal[0] > 0 else 0.2, 0.0]))
-        q[:2] = reacher_arm_angles(target)
-        return q
+    if callable(translation):
+        return translation(probe, offset)
+    q = probe.reset_q.copy()
     shift = probe.goal - probe.achieved
     shift[0] += offset
     for axis, index in enumerate(translation):
@@ -157,18 +188,100 @@ def object_moved(probe: Probe, rollout: Rollout) -> None:
     assert displacement > 0.05, displacement
 
 
+H = arm.CUBE_HALF  # the height of the cube's centre resting on the table
+CUBE = (9, 10, 11)  # the cube's position in the arm tasks' q and state
+
+
+def cube_dropped(probe: Probe) -> tuple[np.ndarray, np.ndarray]:
+    """The cube 0.1 m above its start on the table, at rest."""
+    q = probe.reset_q.copy()
+    q[11] += 0.1
+    return q, np.zeros(probe.env.sys.qd_size())
+
+
+def cube_lands_on_the_table(probe: Probe, rollout: Rollout) -> None:
+    height = rollout.q[:, -1, 11]
+    assert np.min(height) > H - 5e-3, height  # it never sinks into the table
+    assert abs(height[-1] - H) < 2e-3, height  # and rests on it
+
+
+def cube_in_the_open_gripper(probe: Probe) -> tuple[np.ndarray, np.ndarray]:
+    """The arm at home with its fingers open (pads 7 cm apart) around the cube, which floats
+    at the end effector: the zero action closes them to 4 cm."""
+    q = probe.reset_q.copy()
+    q[:16] = [*arm.HOME, arm.OPEN, arm.OPEN, *arm.HOME_EFFECTOR, 1, 0, 0, 0]
+    return q, np.zeros(probe.env.sys.qd_size())
+
+
+def cube_held(probe: Probe, rollout: Rollout) -> None:
+    q = rollout.q[:, -1]
+    opening = q[:, 7] + q[:, 8]
+    # The pads stop at the cube's faces (5 cm apart, less a contact's 2-3 mm of softness):
+    # passing into it, they would close to the 4 cm they are commanded to.
+    assert np.min(opening) > 2 * H - 7.5e-3, opening
+    assert arm.HOME_EFFECTOR[2] - q[-1, 11] < 0.04, q[:, 11]  # friction holds it up
+
+
+def cube_sliding_at_the_middle_wall(probe: Probe) -> tuple[np.ndarray, np.ndarray]:
+    """The cube in the first bin sliding at 2 m/s towards the second."""
+    qd = np.zeros(probe.env.sys.qd_size())
+    qd[10] = 2.0
+    return probe.reset_q.copy(), qd
+
+
+def cube_stopped_by_the_wall(probe: Probe, rollout: Rollout) -> None:
+    y = rollout.q[:, -1, 10]
+    face = -arm.WALL - H  # the cube's centre touching the middle wall
+    assert face - 5e-3 < np.max(y) < face + 3e-3, y  # it gets there and goes no further
+
+
+def in_box(point: np.ndarray, low, high) -> bool:
+    return bool(np.all((np.subtract(low, 1e-6) <= point) & (point <= np.add(high, 1e-6))))
+
+
+def arm_start(cube_low: tuple[float, float], cube_high: tuple[float, float],
+              around_cube: bool = False) -> Callable[[BraxGoalEnv, np.ndarray], bool]:
+    """A reset observation with the cube upright on the table in the (x, y) box, and the arm at
+    home, fingers half open, or (``around_cube``) open around the cube."""
+    def valid(env, obs: np.ndarray) -> bool:
+        cube, effector, opening = obs[list(CUBE)], obs[31:34], obs[34]
+        hand = (cube, 2 * arm.OPEN) if around_cube else (arm.HOME_EFFECTOR, 0.04)
+        return (in_box(cube, (*cube_low, H), (*cube_high, H))
+                and np.allclose(obs[12:16], [1, 0, 0, 0])
+                and np.allclose(effector, hand[0], atol=1e-3) and abs(opening - hand[1]) < 1e-5)
+    return valid
+
+
+def grasp_start(env, obs: np.ndarray) -> bool:
+    """The goal 0.12-0.2 m straight above the cube's start."""
+    cube, goal = obs[list(CUBE)], obs[env.state_size:]
+    return (arm_start((0.4, -0.15), (0.6, 0.15))(env, obs)
+            and np.allclose(goal[:2], cube[:2], atol=1e-6)
+            and 0.12 - 1e-5 <= goal[2] - cube[2] <= 0.2 + 1e-5)
+
+
+# The bins' interiors: x 0.4-0.6 and y -0.21 to -0.01 (first), 0.01 to 0.21 (second).
+IN_FIRST_BIN = ((0.4 + H, -0.21 + H), (0.6 - H, -0.01 - H))
+IN_SECOND_BIN = ((0.4 + H, 0.01 + H, H), (0.6 - H, 0.21 - H, H))
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """What the tests know about a task, independently of its code."""
 
-    # q entries that translate the achieved goal along each goal axis (None: Reacher, by IK)
-    translation: tuple[int | None, ...] | None
+    # q entries that translate the achieved goal along each goal axis, or, where none does (a
+    # fingertip, an end effector), a function returning q with it on the goal or away from it
+    translation: tuple[int | None, ...] | Callable[[Probe, float], np.ndarray]
     # the goal of an episode checked against the task's definition
     goal_is_valid: Callable[[envs.EnvSpec, np.ndarray], bool]
     # an extra state to roll out, and a check of its rollout
     scene: Callable[[Probe], tuple[np.ndarray, np.ndarray]] | None = None
     scene_check: Callable[[Probe, Rollout], None] | None = None
     random_goal: bool = True
+    # a reset observation checked against the task's definition (where things start)
+    start_is_valid: Callable[[BraxGoalEnv, np.ndarray], bool] | None = None
+    # tasks naming one model share its compiled rollout (they differ only in their starts)
+    model: str | None = None
 
 
 def in_goal_cell(env, goal: np.ndarray) -> bool:
@@ -177,7 +290,7 @@ def in_goal_cell(env, goal: np.ndarray) -> bool:
 
 
 TASKS = {
-    "reacher": Task(None, lambda env, g: np.hypot(g[0], g[1]) <= 0.2 + 1e-6
+    "reacher": Task(reacher_on_goal, lambda env, g: np.hypot(g[0], g[1]) <= 0.2 + 1e-6
                     and abs(g[2] - 0.01) < 1e-5),
     # The object rests at (0.45, -0.05, -0.275); easy goals are 0.25-0.55 m behind it.
     "pusher_easy": Task((8, 7, None), lambda env, g: -0.1 - 1e-6 <= g[0] <= 0.2 + 1e-6
@@ -192,6 +305,26 @@ TASKS = {
                      and abs(g[2] - 1.25) < 1e-5),
     "humanoid_u_maze": Task((0, 1, 2), lambda env, g: in_goal_cell(env, g)
                             and abs(g[2] - 1.25) < 1e-5, into_wall, pushed_out_of_the_wall),
+    "arm_reach": Task(arm_effector_on_goal,
+                      lambda env, g: in_box(g, (0.3, -0.25, 0.1), (0.6, 0.25, 0.4)),
+                      start_is_valid=arm_start((0.4, -0.15), (0.6, 0.15)), model="arm_table"),
+    "arm_grasp": Task(CUBE, lambda env, g: in_box(g, (0.4, -0.15, H + 0.12), (0.6, 0.15, H + 0.2)),
+                      cube_in_the_open_gripper, cube_held, start_is_valid=grasp_start,
+                      model="arm_table"),
+    "arm_push_easy": Task(CUBE, lambda env, g: in_box(g, (0.45, 0.075, H), (0.55, 0.125, H)),
+                          cube_dropped, cube_lands_on_the_table,
+                          start_is_valid=arm_start((0.45, -0.125), (0.55, -0.075)),
+                          model="arm_table"),
+    "arm_push_hard": Task(CUBE, lambda env, g: in_box(g, (0.35, 0.15, H), (0.6, 0.3, H)),
+                          start_is_valid=arm_start((0.35, -0.3), (0.6, -0.15)),
+                          model="arm_table"),
+    "arm_binpick_easy": Task(CUBE, lambda env, g: in_box(g, *IN_SECOND_BIN),
+                             cube_in_the_open_gripper, cube_held,
+                             start_is_valid=arm_start(*IN_FIRST_BIN, around_cube=True),
+                             model="arm_bins"),
+    "arm_binpick_hard": Task(CUBE, lambda env, g: in_box(g, *IN_SECOND_BIN),
+                             cube_sliding_at_the_middle_wall, cube_stopped_by_the_wall,
+                             start_is_valid=arm_start(*IN_FIRST_BIN), model="arm_bins"),
 }
 
 
@@ -251,6 +384,13 @@ def test_zero_actions_from_reset_keep_the_state_finite(probe):
     assert not np.allclose(rollout.obs[-1, 0], rollout.obs[0, 0])  # gravity and reset noise act
 
 
+@pytest.mark.parametrize("probe", [name for name, task in TASKS.items() if task.start_is_valid],
+                         indirect=True)
+def test_episodes_start_as_the_task_says(probe):
+    for obs in probe.rollout.obs[0, :3]:
+        assert TASKS[probe.name].start_is_valid(probe.env, obs), obs
+
+
 def test_same_seed_same_trajectory(probe):
     rollout = probe.rollout
     np.testing.assert_array_equal(rollout.obs[:, 0], rollout.obs[:, 1])
@@ -262,8 +402,15 @@ def test_same_seed_same_trajectory(probe):
                          indirect=True)
 def test_walls_and_objects_touch_the_body(probe):
     """Maze walls push a body placed in them out; an Ant running into a ball or a block moves
-    it."""
+    it; the arm's cube rests on the table, is held by the closing fingers and stopped by the
+    bins' walls."""
     TASKS[probe.name].scene_check(probe, probe.rollout)
+
+
+@pytest.mark.parametrize("backend", sorted(set(envs.BACKENDS) - set(arm.BACKENDS)))
+def test_the_arm_refuses_the_pipelines_it_does_not_run_on(backend):
+    with pytest.raises(ValueError, match="run on mjx only"):
+        envs.make_env("arm_reach", backend)
 
 
 def varying(x: jax.Array) -> jax.Array:
