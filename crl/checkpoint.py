@@ -18,6 +18,7 @@ gathered onto one host.
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import time
 from pathlib import Path
@@ -85,6 +86,25 @@ def _zeros(abstract: Any) -> Any:
                    out_shardings=jax.tree.map(lambda x: x.sharding, abstract))()
 
 
+def _is_empty(x: Any) -> bool:
+    return math.prod(x.shape) == 0
+
+
+def without_empty_arrays(tree: Any) -> Any:
+    """``tree`` with its zero-size arrays left out (None): Orbax refuses to save them, and MJX's
+    physics state has some (actuator activations of a model without any, for instance)."""
+    return jax.tree.map(lambda x: None if _is_empty(x) else x, tree)
+
+
+def with_empty_arrays(restored: Any, abstract: Any) -> Any:
+    """The inverse of ``without_empty_arrays``: ``restored`` with zero-size arrays put back where
+    ``abstract`` (``jax.ShapeDtypeStruct`` leaves with shardings) has them."""
+    kept = iter(jax.tree.leaves(restored))
+    leaves, treedef = jax.tree.flatten(abstract)
+    empty = iter(_zeros([x for x in leaves if _is_empty(x)]))
+    return treedef.unflatten([next(empty) if _is_empty(x) else next(kept) for x in leaves])
+
+
 def directory_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
@@ -126,7 +146,8 @@ class Checkpoints:
         start = time.perf_counter()
         items = {
             "params": ocp.args.StandardSave(state.params),
-            "state": ocp.args.StandardSave(state.replace(params=None, buffer=None)),
+            "state": ocp.args.StandardSave(without_empty_arrays(
+                state.replace(params=None, buffer=None))),
             "meta": ocp.args.JsonSave(dataclasses.asdict(meta)),
         }
         if meta.has_buffer:
@@ -154,15 +175,17 @@ class Checkpoints:
         meta = self.meta(epoch)
         self.check_compatible(meta, trainer.config)
         target = abstract_state(trainer)
+        rest = target.replace(params=None, buffer=None)
         items = {
             "params": ocp.args.StandardRestore(target.params),
-            "state": ocp.args.StandardRestore(target.replace(params=None, buffer=None)),
+            "state": ocp.args.StandardRestore(without_empty_arrays(rest)),
         }
         if meta.has_buffer:
             items["buffer"] = ocp.args.StandardRestore(target.buffer)
         restored = self.manager.restore(epoch, args=ocp.args.Composite(**items))
         buffer = restored.buffer if meta.has_buffer else _zeros(target.buffer)
-        return restored.state.replace(params=restored.params, buffer=buffer), meta
+        state = with_empty_arrays(restored.state, rest)
+        return state.replace(params=restored.params, buffer=buffer), meta
 
     def restore_latest(self, trainer, log=print) -> tuple[Any, Meta]:
         """``restore`` the latest readable checkpoint. Unreadable later ones (a damaged disk, a

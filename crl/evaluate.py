@@ -23,7 +23,7 @@ from crl.checkpoint import Checkpoints, Meta
 from crl.config import Config, ConfigError, fail, validate
 from crl.envs import UnknownEnvError, get_spec
 from crl.networks.agent import Networks, Params
-from crl.train import Trainer, evaluation_key
+from crl.train import Trainer, evaluation_key, timed_compile
 
 
 class LoadedRun(NamedTuple):
@@ -76,7 +76,9 @@ def load_run(path: str | Path, epoch: int | None = None) -> LoadedRun:
 
 def evaluate_policy(trainer: Trainer, params: Params, epoch: int) -> dict[str, float]:
     """The evaluation the run logs after ``epoch``, of ``params``."""
-    metrics = trainer.evaluate(params["actor"], evaluation_key(trainer.config, epoch))
+    args = (params["actor"], evaluation_key(trainer.config, epoch))
+    metrics = timed_compile(trainer.evaluate, *args,
+                            compiler_options=trainer.compiler_options)[0](*args)
     return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 

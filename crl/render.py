@@ -57,7 +57,9 @@ def rollout(trainer, actor_params: Any, key: jax.Array, episodes: int) -> dict[s
                                                  trainer.config.episode_length)
         return {"obs": obs, "alive": alive, "pipeline": pipeline}
 
-    return jax.device_get(jax.jit(run)(actor_params, key))
+    compiled = jax.jit(run).lower(actor_params, key).compile(
+        compiler_options=trainer.compiler_options)
+    return jax.device_get(compiled(actor_params, key))
 
 
 def draw_walls(ax: Axes, layout: MazeLayout, scale: float) -> None:

@@ -24,6 +24,7 @@ import jax
 
 from crl import envs
 from crl.envs.wrappers import EpisodeBatch
+from crl.train import compiler_options
 
 KINDS = ("reacher", "pusher_easy", "cheetah", "ant", "ant_ball", "ant_push", "ant_u_maze",
          "ant_hardest_maze", "humanoid", "humanoid_u_maze", "humanoid_hardest_maze",
@@ -49,7 +50,8 @@ def steps_per_second(env, num_envs: int, steps: int, repeats: int) -> tuple[floa
         return state.obs
 
     start = time.perf_counter()
-    compiled = jax.jit(run).lower(jax.random.PRNGKey(0)).compile()
+    options = compiler_options(getattr(env, "backend", None), jax.default_backend())
+    compiled = jax.jit(run).lower(jax.random.PRNGKey(0)).compile(compiler_options=options)
     compile_s = time.perf_counter() - start
     jax.block_until_ready(compiled(jax.random.PRNGKey(0)))  # warm up
     best = float("inf")

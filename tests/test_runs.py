@@ -120,6 +120,26 @@ def test_checkpoints_hold_the_last_k_epochs_and_their_metadata(tiny_run):
                               loaded.params["actor"]["params"]["output"]["kernel"])
 
 
+def test_a_state_with_zero_size_arrays_is_saved_and_restored(tmp_path):
+    """MJX's physics state holds zero-size arrays (no actuator activations in reacher's model),
+    which Orbax refuses to write: they are left out and put back."""
+    from crl.checkpoint import Meta
+    from crl.train import Trainer
+
+    config = tiny_config(tmp_path, "mjx", env="reacher", backend="mjx", episode_length=10,
+                         min_replay_size=10, max_replay_size=20, unroll_length=5, num_envs=2,
+                         batch_size=8, num_eval_envs=2)
+    trainer = Trainer(config)
+    state = trainer.init(jax.random.PRNGKey(0))
+    assert any(x.size == 0 for x in jax.tree.leaves(state.env_state))
+    checkpoints = Checkpoints(tmp_path / "mjx", keep=1)
+    checkpoints.save(state, Meta(epoch=0, env_steps=0, has_buffer=True,
+                                 config=dataclasses.asdict(config)))
+    restored, _ = checkpoints.restore(trainer, 0)
+    checkpoints.close()
+    assert_states_identical(state, restored)
+
+
 def test_resume_refuses_shape_changes_naming_the_fields_and_writes_nothing(tiny_run):
     _, _, _, path = tiny_run
     before = {f: f.read_bytes() for f in path.rglob("*") if f.is_file()}
