@@ -24,7 +24,7 @@ import jax
 
 from crl import envs
 from crl.envs.wrappers import EpisodeBatch
-from crl.train import compiler_options
+from crl.train import compiler_options, timed_compile
 
 KINDS = ("reacher", "pusher_easy", "cheetah", "ant", "ant_ball", "ant_push", "ant_u_maze",
          "ant_hardest_maze", "humanoid", "humanoid_u_maze", "humanoid_hardest_maze",
@@ -49,10 +49,9 @@ def steps_per_second(env, num_envs: int, steps: int, repeats: int) -> tuple[floa
         state, _ = jax.lax.scan(step, state, jax.random.split(key, steps))
         return state.obs
 
-    start = time.perf_counter()
     options = compiler_options(getattr(env, "backend", None), jax.default_backend())
-    compiled = jax.jit(run).lower(jax.random.PRNGKey(0)).compile(compiler_options=options)
-    compile_s = time.perf_counter() - start
+    compiled, compile_s = timed_compile(jax.jit(run), jax.random.PRNGKey(0),
+                                        compiler_options=options)
     jax.block_until_ready(compiled(jax.random.PRNGKey(0)))  # warm up
     best = float("inf")
     for repeat in range(repeats):

@@ -98,3 +98,35 @@ def test_ant_maze_trains_renders_and_resumes_from_the_command_line(tmp_path, com
                             timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [m["epoch"] for m in runs.read_metrics(path)] == [0, 1, 2]
+
+
+def test_every_compilation_of_a_run_takes_the_trainers_compiler_options(tmp_path, monkeypatch):
+    """MJX steps need XLA's fusion emitters off on a CPU. Training, evaluating a saved policy and
+    rendering each compile with the trainer's options, which a made-up option shows by failing
+    each of them."""
+    from tiny import TINY
+
+    from crl import render
+    from crl import train as train_module
+    from crl.evaluate import evaluate_policy
+    from crl.train import compiler_options
+
+    assert compiler_options("mjx", "cpu") == {"xla_cpu_use_fusion_emitters": False}
+    assert compiler_options("mjx", "gpu") is None
+    assert compiler_options("generalized", "cpu") is None
+    assert compiler_options(None, "cpu") is None
+    monkeypatch.setattr(train_module, "compiler_options",
+                        lambda backend, platform: {"xla_made_up_option": True})
+    config = validate(dataclasses.replace(TINY, run_dir=str(tmp_path), run_name="options"))
+    trainer = Trainer(config)
+    key = jax.random.PRNGKey(0)
+    params = trainer.networks.init(key)
+    runs = {
+        "train": lambda: train(config, log=lambda _: None),
+        "evaluate": lambda: evaluate_policy(trainer, params, epoch=0),
+        "render": lambda: render.rollout(trainer, params["actor"], key, episodes=1),
+    }
+    for name, run in runs.items():
+        with pytest.raises(Exception, match="xla_made_up_option"):
+            run()
+        print(name, "compiled with the trainer's options")
