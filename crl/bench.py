@@ -251,8 +251,8 @@ def memory_part(depths: list[int], modes: list[str], batch: int) -> Table:
                                                jax.random.PRNGKey(1)).compile()
             memory = compiled.memory_analysis()
             temps = memory.temp_size_in_bytes
-            state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
-                (abstract_state.params, abstract_state.actor_opt, abstract_state.critic_opt)))
+            state_bytes = sum(x.size * x.dtype.itemsize
+                              for x in jax.tree.leaves(abstract_state.agent))
             reference = reference or temps
             table.rows.append([depth, mode, temps / 1e6, state_bytes / 1e6, temps / reference])
     table.note = ("XLA's buffer assignment for the compiled step: temporaries are everything "

@@ -2,9 +2,9 @@
 
 A checkpoint holds four items:
 
-- ``params``: the networks' parameters (all that evaluation, rendering and ``load_run`` read),
-- ``state``: the rest of the TrainState but the buffer (optimiser states, temperature, env
-  states, RNG key),
+- ``params``: the agent's parameters (all that evaluation, rendering and ``load_run`` read),
+- ``state``: the rest of the TrainState but the buffer (the rest of the agent's state, such as
+  optimiser states, a temperature or target networks; env states; the RNG key),
 - ``buffer``: the replay buffer (left out with ``--no-checkpoint-buffer``),
 - ``meta``: JSON with the epoch, the env steps so far and the configuration.
 
@@ -73,8 +73,8 @@ def _without_trivial_axes(spec: PartitionSpec, mesh) -> PartitionSpec:
 
 
 def abstract_params(trainer) -> Any:
-    """The parameters of ``trainer.networks``, replicated over its mesh, as restore target."""
-    shapes = jax.eval_shape(trainer.networks.init, jax.random.PRNGKey(0))
+    """The parameters of ``trainer.agent``, replicated over its mesh, as restore target."""
+    shapes = jax.eval_shape(lambda key: trainer.agent.init(key).params, jax.random.PRNGKey(0))
     replicated = NamedSharding(trainer.mesh, PartitionSpec())
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                         shapes)
@@ -103,6 +103,11 @@ def with_empty_arrays(restored: Any, abstract: Any) -> Any:
     leaves, treedef = jax.tree.flatten(abstract)
     empty = iter(_zeros([x for x in leaves if _is_empty(x)]))
     return treedef.unflatten([next(empty) if _is_empty(x) else next(kept) for x in leaves])
+
+
+def _without_params(state: Any) -> Any:
+    """A TrainState without the agent's parameters and the buffer (the checkpoint's ``state``)."""
+    return state.replace(agent=state.agent.replace(params=None), buffer=None)
 
 
 def directory_size(path: Path) -> int:
@@ -145,9 +150,8 @@ class Checkpoints:
         assert self.writable, "checkpoints opened for reading"
         start = time.perf_counter()
         items = {
-            "params": ocp.args.StandardSave(state.params),
-            "state": ocp.args.StandardSave(without_empty_arrays(
-                state.replace(params=None, buffer=None))),
+            "params": ocp.args.StandardSave(state.agent.params),
+            "state": ocp.args.StandardSave(without_empty_arrays(_without_params(state))),
             "meta": ocp.args.JsonSave(dataclasses.asdict(meta)),
         }
         if meta.has_buffer:
@@ -175,9 +179,9 @@ class Checkpoints:
         meta = self.meta(epoch)
         self.check_compatible(meta, trainer.config)
         target = abstract_state(trainer)
-        rest = target.replace(params=None, buffer=None)
+        rest = _without_params(target)
         items = {
-            "params": ocp.args.StandardRestore(target.params),
+            "params": ocp.args.StandardRestore(target.agent.params),
             "state": ocp.args.StandardRestore(without_empty_arrays(rest)),
         }
         if meta.has_buffer:
@@ -185,7 +189,8 @@ class Checkpoints:
         restored = self.manager.restore(epoch, args=ocp.args.Composite(**items))
         buffer = restored.buffer if meta.has_buffer else _zeros(target.buffer)
         state = with_empty_arrays(restored.state, rest)
-        return state.replace(params=restored.params, buffer=buffer), meta
+        return state.replace(agent=state.agent.replace(params=restored.params),
+                             buffer=buffer), meta
 
     def restore_latest(self, trainer, log=print) -> tuple[Any, Meta]:
         """``restore`` the latest readable checkpoint. Unreadable later ones (a damaged disk, a

@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from typing import Any
 
-from crl import envs
+from crl import agents, envs
 from crl.losses import CONTRASTIVE_LOSSES, ENERGIES
 from crl.networks.mlp import REMAT_MODES
 
@@ -17,6 +17,9 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 @dataclasses.dataclass(frozen=True)
 class Config:
     # Task
+    agent: str = "crl"
+    """Algorithm: crl (contrastive RL), sac, td3 (on crl's sparse reward; add --her for
+    hindsight goals) or gcbc (goal-conditioned behaviour cloning); docs/agents.md."""
     env: str = "ant_maze"
     """Environment name (`python -m crl.envs` lists them)."""
     eval_env: str | None = None
@@ -36,10 +39,10 @@ class Config:
     actor_depth: int | None = None
     """Overrides `depth` for the actor."""
     critic_depth: int | None = None
-    """Overrides `depth` for both encoders."""
+    """Overrides `depth` for the critic (crl: both encoders; sac, td3: both Q-networks)."""
     width: int = 256
     repr_dim: int = 64
-    """Size of the representations phi(s, a) and psi(g)."""
+    """Size of the representations phi(s, a) and psi(g) (crl)."""
     remat: str = "elementwise"
     """What the backward pass recomputes instead of storing: elementwise (LayerNorm and Swish;
     stores the Dense outputs), blocks (whole residual blocks; least memory) or none."""
@@ -49,18 +52,36 @@ class Config:
 
     # Losses and optimisation
     energy: str = "l2"
-    """Critic energy: l2 (-||phi - psi||), l2_squared, dot, cosine."""
+    """Critic energy of crl: l2 (-||phi - psi||), l2_squared, dot, cosine."""
     contrastive_loss: str = "fwd_infonce"
-    """fwd_infonce, bwd_infonce, sym_infonce or binary_nce."""
+    """Critic loss of crl: fwd_infonce, bwd_infonce, sym_infonce or binary_nce."""
     logsumexp_penalty: float = 0.1
+    """Weight of crl's logsumexp^2 penalty on the logits."""
     discount: float = 0.99
-    """Parameter of the geometric distribution of hindsight goals."""
+    """Parameter of the geometric distribution of hindsight goals (crl, gcbc); the TD discount
+    of sac and td3."""
     target_entropy: float | None = None
-    """Entropy target of the temperature; default -0.5 * action size."""
+    """Entropy target of the temperature; default -0.5 * action size (crl), -action size (sac)."""
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
+    """Learning rate of the temperature (crl, sac)."""
     batch_size: int = 512
+    tau: float = 0.005
+    """Polyak rate of the target networks (sac, td3)."""
+    her: bool = False
+    """Hindsight experience replay for sac and td3: replace a fraction of the goals by a later
+    state of the same trajectory (the "future" strategy), the reward recomputed for it."""
+    her_fraction: float = 0.5
+    """With --her: the fraction of goals relabelled."""
+    policy_noise: float = 0.2
+    """TD3's target-policy smoothing noise (std)."""
+    noise_clip: float = 0.5
+    """TD3's clip of the smoothing noise."""
+    policy_delay: int = 2
+    """TD3: critic updates per actor and target update."""
+    exploration_noise: float = 0.1
+    """TD3's Gaussian exploration noise (std) on collected actions."""
 
     # Data and schedule
     num_envs: int = 512
@@ -141,8 +162,37 @@ class ConfigError(ValueError):
     """An invalid configuration; the message is one line naming the value and what is valid."""
 
 
+def _validate_agent(config: Config) -> None:
+    try:
+        spec = agents.get_agent_spec(config.agent)
+    except agents.UnknownAgentError as error:
+        raise ConfigError(f"agent: {error}") from None
+    defaults = Config()
+    for name in agents.AGENT_OPTIONS:
+        value, default = getattr(config, name), getattr(defaults, name)
+        # A resolved config carries critic_depth = depth, which is no choice of the user's.
+        unchanged = value == default or (name == "critic_depth" and value == config.depth)
+        if name not in spec.options and not unchanged:
+            users = [agent for agent, other in agents.REGISTRY.items() if name in other.options]
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} does not apply to agent {config.agent!r}; it is an "
+                              f"option of {', '.join(users)}")
+    if config.her_fraction != defaults.her_fraction and not config.her:
+        raise ConfigError(f"her_fraction={config.her_fraction} needs --her")
+    if not 0 < config.her_fraction <= 1:
+        raise ConfigError(f"her_fraction={config.her_fraction} must be in (0, 1]")
+    if not 0 < config.tau <= 1:
+        raise ConfigError(f"tau={config.tau} must be in (0, 1]")
+    for name in ("policy_noise", "noise_clip", "exploration_noise"):
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"{name}={getattr(config, name)} must be >= 0")
+    if config.policy_delay < 1:
+        raise ConfigError(f"policy_delay={config.policy_delay} must be a positive integer")
+
+
 def validate(config: Config) -> Config:
     """Return the resolved config or raise ConfigError. Imports nothing heavy."""
+    _validate_agent(config)
     for name in ("env", "eval_env"):
         value = getattr(config, name)
         if value is not None:
@@ -284,9 +334,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
         fail(str(error))
 
 
-# Fields a resumed run cannot change: they fix the shapes of the saved state, or (env, seed)
-# what the run is.
-FIXED_ON_RESUME = ("env", "backend", "depth", "actor_depth", "critic_depth", "width", "repr_dim",
+# Fields a resumed run cannot change: they fix the shapes of the saved state, or (agent, env,
+# seed) what the run is.
+FIXED_ON_RESUME = ("agent", "her", "env", "backend", "depth", "actor_depth", "critic_depth", "width", "repr_dim",
                    "num_envs", "max_replay_size", "seed")
 
 

@@ -15,6 +15,8 @@ import numpy as np
 
 from crl.config import Config
 
+AXIS = "data"  # the device mesh axis that envs, replay and batches are split over
+
 
 def launched_by_slurm_with_several_tasks() -> bool:
     """``srun`` started this process as one of several tasks of a job step. (A batch script's

@@ -5,7 +5,7 @@ latest checkpoint, or of ``--epoch E``, on ``--episodes`` fresh episodes of the 
 or of ``--env`` (e.g. an ``_eval`` variant with far goals). With the run's own env and number of
 episodes it sees the very episodes the run's evaluation saw, so it prints the logged numbers.
 
-``crl.load_run(path)`` gives notebooks and scripts the config, the networks and the parameters.
+``crl.load_run(path)`` gives notebooks and scripts the config, the agent and the parameters.
 """
 
 from __future__ import annotations
@@ -22,14 +22,20 @@ from crl import runs
 from crl.checkpoint import Checkpoints, Meta
 from crl.config import Config, ConfigError, fail, validate
 from crl.envs import UnknownEnvError, get_spec
-from crl.networks.agent import Networks, Params
+from crl.agents.base import Agent, Params
 from crl.train import Trainer, evaluation_key, timed_compile
 
 
 class LoadedRun(NamedTuple):
     config: Config
-    networks: Networks
-    params: Params  # {"actor": ..., "critic": {"sa_encoder": ..., "goal_encoder": ...}}
+    agent: Agent  # crl.agents: act(params, state, goal, key), q_value(...) where it has a critic
+    params: Params  # crl: {"actor": ..., "critic": {"sa_encoder": ..., "goal_encoder": ...}}
+
+    @property
+    def networks(self) -> Any:
+        """The contrastive agent's networks (``policy``, ``encode_state_action``,
+        ``encode_goal``)."""
+        return self.agent.networks
 
 
 def open_run(path: Path, env: str | None = None, episodes: int | None = None,
@@ -66,17 +72,19 @@ def open_run(path: Path, env: str | None = None, episodes: int | None = None,
 
 
 def load_run(path: str | Path, epoch: int | None = None) -> LoadedRun:
-    """Config, networks and parameters of a run's latest checkpoint (or of ``epoch``), on the
-    default device. ``networks.policy(params["actor"], state, goal)`` gives the actor's mean
-    and log-std; ``networks.encode_state_action`` and ``encode_goal`` the critic's
+    """Config, agent and parameters of a run's latest checkpoint (or of ``epoch``), on the
+    default device. ``agent.act(params, state, goal, None)`` gives the deterministic action and,
+    for agents with a critic, ``agent.q_value(params, state, action, goal)`` the Q-value. For
+    the contrastive agent, ``networks.policy(params["actor"], state, goal)`` gives the actor's
+    mean and log-std; ``networks.encode_state_action`` and ``encode_goal`` the critic's
     representations."""
     trainer, params, _ = open_run(Path(path), epoch=epoch, devices=jax.devices()[:1])
-    return LoadedRun(trainer.config, trainer.networks, params)
+    return LoadedRun(trainer.config, trainer.agent, params)
 
 
 def evaluate_policy(trainer: Trainer, params: Params, epoch: int) -> dict[str, float]:
     """The evaluation the run logs after ``epoch``, of ``params``."""
-    args = (params["actor"], evaluation_key(trainer.config, epoch))
+    args = (params, evaluation_key(trainer.config, epoch))
     metrics = timed_compile(trainer.evaluate, *args,
                             compiler_options=trainer.compiler_options)[0](*args)
     return {k: float(v) for k, v in jax.device_get(metrics).items()}

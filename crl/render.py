@@ -35,7 +35,7 @@ from crl.envs.maze import MazeLayout
 VIDEO_SIZE = (384, 512)  # height, width: multiples of 16, as video codecs want
 
 
-def rollout(trainer, actor_params: Any, key: jax.Array, episodes: int) -> dict[str, Any]:
+def rollout(trainer, params: Any, key: jax.Array, episodes: int) -> dict[str, Any]:
     """One episode of the deterministic policy on ``episodes`` fresh eval envs.
 
     Returns host arrays ``obs`` ``[T, episodes, obs]``, ``alive`` ``[T, episodes]`` (the step
@@ -43,12 +43,12 @@ def rollout(trainer, actor_params: Any, key: jax.Array, episodes: int) -> dict[s
     env, ``[T, ...]`` (None for envs without a Brax pipeline)."""
     env = trainer.eval_env
 
-    def run(actor_params, key):
+    def run(params, key):
         state = env.reset(jax.random.split(key, episodes))
 
         def step(carry, _):
             state, alive = carry
-            following = env.step(state, trainer._act(actor_params, state.obs, None))
+            following = env.step(state, trainer.act(params, state.obs, None))
             first_env = jax.tree.map(lambda x: x[0], state.pipeline_state)
             return (following, alive & (following.done == 0)), (state.obs, alive, first_env)
 
@@ -57,9 +57,9 @@ def rollout(trainer, actor_params: Any, key: jax.Array, episodes: int) -> dict[s
                                                  trainer.config.episode_length)
         return {"obs": obs, "alive": alive, "pipeline": pipeline}
 
-    compiled = jax.jit(run).lower(actor_params, key).compile(
+    compiled = jax.jit(run).lower(params, key).compile(
         compiler_options=trainer.compiler_options)
-    return jax.device_get(compiled(actor_params, key))
+    return jax.device_get(compiled(params, key))
 
 
 def draw_walls(ax: Axes, layout: MazeLayout, scale: float) -> None:
@@ -155,7 +155,7 @@ def write_video(file: Path, model, qpos: np.ndarray, focus: np.ndarray, fps: flo
     return True
 
 
-def render_policy(trainer, actor_params: Any, out_dir: Path, epoch: int, key: jax.Array,
+def render_policy(trainer, params: Any, out_dir: Path, epoch: int, key: jax.Array,
                   episodes: int = 8, log: Callable[[str], None] = print) -> list[Path]:
     """Roll out the deterministic policy and save the pictures this env allows; returns the
     files written."""
@@ -164,7 +164,7 @@ def render_policy(trainer, actor_params: Any, out_dir: Path, epoch: int, key: ja
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # On the host, then the default device: one process renders, whatever the run's mesh.
-    trajectories = rollout(trainer, jax.device_get(actor_params), key, episodes)
+    trajectories = rollout(trainer, jax.device_get(params), key, episodes)
     goal_env, config = trainer.eval_env.unwrapped, trainer.config
     written = []
     stem = out_dir / f"epoch_{epoch}"
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="output directory (default: <run>/render)")
     args = parser.parse_args(argv)
     trainer, params, meta = open_run_or_fail(args)
-    render_policy(trainer, params["actor"], args.out or Path(args.run) / "render", meta.epoch,
+    render_policy(trainer, params, args.out or Path(args.run) / "render", meta.epoch,
                   evaluation_key(trainer.config, meta.epoch), episodes=args.episodes or 8)
 
 

@@ -30,12 +30,19 @@ class RunError(ValueError):
     """A run directory that cannot be used as asked; the message is one line."""
 
 
+def agent_label(config: Config) -> str:
+    """The agent of a config as tables and figures name it: ``crl``, ``sac``, ``sac+her``, ..."""
+    return config.agent + ("+her" if config.her else "")
+
+
 def run_label(config: Config) -> str:
-    """``<env>_d<depth>_s<seed>`` of a resolved config (``a<depth>c<depth>`` when the actor's
-    and the critic's depths differ)."""
+    """``<env>_d<depth>_s<seed>`` of a resolved config of the contrastive agent,
+    ``<env>_<agent>_d<depth>_s<seed>`` of another (``sac_her`` with HER), with
+    ``a<depth>c<depth>`` when the actor's and the critic's depths differ."""
     depth = (f"d{config.depth}" if config.actor_depth == config.critic_depth == config.depth
              else f"a{config.actor_depth}c{config.critic_depth}")
-    return f"{config.env}_{depth}_s{config.seed}"
+    agent = [] if config.agent == "crl" else [agent_label(config).replace("+", "_")]
+    return "_".join([config.env, *agent, depth, f"s{config.seed}"])
 
 
 def default_run_name(config: Config, timestamp: str) -> str:

@@ -1,11 +1,13 @@
-"""Contrastive RL training: ``python -m crl.train --env ant_maze --depth 1024``.
+"""Training: ``python -m crl.train --env ant_maze --depth 1024 [--agent sac --her]``.
 
-The whole loop is pure functions over an explicit ``TrainState``. One epoch is one compiled call:
-a ``lax.scan`` over training steps, each of which collects an unroll from every env, appends it
-to the replay buffer, samples one window per env, relabels goals, shuffles, and runs SGD over
-the batches (actor and temperature, then critic). Everything runs under ``shard_map`` over a
-1-D device mesh: envs, replay and batches are split over devices, parameters are replicated and
-gradients averaged. One device is a mesh of size one.
+The runner knows no algorithm: an agent (crl/agents/) says what its state is, how it acts, what
+its batches hold and how it updates on one. The whole loop is pure functions over an explicit
+``TrainState``. One epoch is one compiled call: a ``lax.scan`` over training steps, each of which
+collects an unroll from every env with the agent's policy, appends it to the replay buffer,
+samples batches as the agent asks (windows, hindsight goals, shuffling) and runs the agent's
+update on each. Everything runs under ``shard_map`` over a 1-D device mesh: envs, replay and
+batches are split over devices, the agent's state is replicated and its gradients averaged. One
+device is a mesh of size one.
 """
 
 from __future__ import annotations
@@ -22,20 +24,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from brax.envs.base import State
 from flax import struct
 from jax.sharding import Mesh, PartitionSpec
 
 from crl import buffer as replay
-from crl import distributed, losses, runs
+from crl import distributed, runs
+from crl.agents import make_agent
+from crl.agents.base import Agent, EnvSizes, Params
 from crl.checkpoint import CHECKPOINT_DIR, Checkpoints, Meta, directory_size
 from crl.config import Config, ConfigError, fail, parse_args
+from crl.distributed import AXIS
 from crl.divergence import Diverged, first_non_finite
 from crl.envs import get_spec
 from crl.envs.base import goal_distance, split_observation
 from crl.envs.wrappers import EpisodeBatch
-from crl.networks.agent import Networks, Params, make_networks, sample_tanh_gaussian
 from crl.preemption import Preempted, PreemptionWatch
 from crl.render import render_policy
 from crl.tracking import WandbRun
@@ -44,17 +47,12 @@ from crl.tracking import WandbRun
 EXIT_PREEMPTED = 3  # stopped by SIGTERM/SIGUSR1/SIGUSR2 after checkpointing: resume with --resume
 EXIT_DIVERGED = 4  # a non-finite loss or parameter: the last good checkpoint is kept
 
-AXIS = "data"  # the device mesh axis that envs, replay and batches are split over
 EASY_RADIUS = 2.0
 
 
 @struct.dataclass
 class TrainState:
-    params: Params  # {"actor": ..., "critic": {"sa_encoder": ..., "goal_encoder": ...}}
-    log_alpha: jax.Array
-    actor_opt: optax.OptState
-    critic_opt: optax.OptState
-    alpha_opt: optax.OptState
+    agent: Any  # the agent's state (crl/agents/): its ``params`` and everything else it keeps
     env_state: State  # leaves [num_envs, ...]
     buffer: replay.ReplayBuffer
     key: jax.Array
@@ -89,16 +87,10 @@ class Trainer:
         eval_goal_env = (self.goal_env if config.eval_env == config.env
                          else eval_spec.make(config.backend if eval_spec.default_backend else None))
         self.eval_env = EpisodeBatch(eval_goal_env, config.episode_length)
-        self.networks: Networks = make_networks(
-            state_size=self.goal_env.state_size, goal_size=self.goal_env.goal_size,
-            action_size=self.goal_env.action_size, actor_depth=config.actor_depth,
-            critic_depth=config.critic_depth, width=config.width, repr_dim=config.repr_dim,
-            remat=config.remat, compute_dtype=jnp.dtype(config.compute_dtype))
-        self.actor_optimizer = optax.adam(config.actor_lr)
-        self.critic_optimizer = optax.adam(config.critic_lr)
-        self.alpha_optimizer = optax.adam(config.alpha_lr)
-        self.target_entropy = (config.target_entropy if config.target_entropy is not None
-                               else -0.5 * self.goal_env.action_size)
+        sizes = EnvSizes(self.goal_env.state_size, self.goal_env.goal_size,
+                         self.goal_env.action_size)
+        self.agent: Agent = make_agent(config, sizes, self.num_devices)
+        self.sampling = self.agent.sampling
         self.local_envs = config.num_envs // self.num_devices
         self.local_batch = config.batch_size // self.num_devices
         self.local_eval_envs = config.num_eval_envs // self.num_devices
@@ -108,8 +100,7 @@ class Trainer:
         """Where each part of the state lives on the mesh (a prefix of TrainState)."""
         replicated, by_env = PartitionSpec(), PartitionSpec(AXIS)
         return TrainState(
-            params=replicated, log_alpha=replicated, actor_opt=replicated,
-            critic_opt=replicated, alpha_opt=replicated, env_state=by_env,
+            agent=replicated, env_state=by_env,
             buffer=replay.ReplayBuffer(data=PartitionSpec(None, AXIS),
                                        insert_position=replicated, size=replicated),
             key=replicated)
@@ -129,19 +120,13 @@ class Trainer:
                              donate=False)(key)
 
     def _init_local(self, key: jax.Array) -> TrainState:
-        params_key, env_key, key = jax.random.split(key, 3)
-        params = self.networks.init(params_key)
-        log_alpha = jnp.zeros((), jnp.float32)
+        agent_key, env_key, key = jax.random.split(key, 3)
         env_keys = jax.random.split(self._local_key(env_key), self.local_envs)
         env_state = self._per_device(self.env.reset(env_keys))
         example = self._transition(env_state, jnp.zeros((self.local_envs,
                                                          self.goal_env.action_size)))
         return TrainState(
-            params=params, log_alpha=log_alpha,
-            actor_opt=self.actor_optimizer.init(params["actor"]),
-            critic_opt=self.critic_optimizer.init(params["critic"]),
-            alpha_opt=self.alpha_optimizer.init(log_alpha),
-            env_state=env_state,
+            agent=self.agent.init(agent_key), env_state=env_state,
             buffer=replay.init_buffer(example, self.config.max_replay_size),
             key=key)
 
@@ -163,20 +148,23 @@ class Trainer:
 
     # ---------------------------------------------------------------- acting
     def _transition(self, env_state: State, action: jax.Array) -> dict[str, jax.Array]:
-        state, _ = split_observation(env_state.obs, self.goal_env.state_size)
-        return {"state": state, "action": action, "traj_id": env_state.info["traj_id"]}
+        state, goal = split_observation(env_state.obs, self.goal_env.state_size)
+        step = {"state": state, "action": action, "traj_id": env_state.info["traj_id"]}
+        if self.sampling.stores_commanded_goal:
+            step["goal"] = goal
+        return step
 
-    def _act(self, actor_params: Params, obs: jax.Array, key: jax.Array | None) -> jax.Array:
-        """Stochastic action, or the deterministic tanh(mean) when ``key`` is None."""
+    def act(self, params: Params, obs: jax.Array, key: jax.Array | None) -> jax.Array:
+        """The agent's action for each observation: sampled (collection), or its
+        deterministic one (evaluation) when ``key`` is None."""
         state, goal = split_observation(obs, self.goal_env.state_size)
-        mean, log_std = self.networks.policy(actor_params, state, goal)
-        return jnp.tanh(mean) if key is None else sample_tanh_gaussian(key, mean, log_std)[0]
+        return self.agent.act(params, state, goal, key)
 
-    def _collect(self, actor_params: Params, env_state: State,
+    def _collect(self, params: Params, env_state: State,
                  key: jax.Array) -> tuple[State, dict[str, jax.Array]]:
         """``unroll_length`` steps of every local env: transitions ``[T, local_envs, ...]``."""
         def env_step(env_state, step_key):
-            action = self._act(actor_params, env_state.obs, step_key)
+            action = self.act(params, env_state.obs, step_key)
             return self.env.step(env_state, action), self._transition(env_state, action)
 
         keys = jax.random.split(key, self.config.unroll_length)
@@ -184,7 +172,7 @@ class Trainer:
 
     def _collect_and_insert(self, state: TrainState) -> TrainState:
         key, collect_key = jax.random.split(state.key)
-        env_state, transitions = self._collect(state.params["actor"], state.env_state,
+        env_state, transitions = self._collect(state.agent.params, state.env_state,
                                                self._local_key(collect_key))
         return state.replace(env_state=env_state, buffer=replay.insert(state.buffer, transitions),
                              key=key)
@@ -192,79 +180,18 @@ class Trainer:
     # ---------------------------------------------------------------- learning
     def _sgd_step(self, state: TrainState, batch: dict[str, jax.Array],
                   key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-        """Actor and temperature update, and critic update, on one batch split over devices.
-
-        All three losses are taken at the parameters before the step, so the order of the
-        updates does not matter. The critic's goal representations psi(g) serve the actor's
-        Q-values too: the goal encoder runs once per step, not twice.
-        Every loss is averaged over the device axis before differentiation, so the gradients
-        of the (replicated) parameters are those of the global batch on every device.
-        """
-        cfg, nets = self.config, self.networks
-        params = state.params
-        # The actor's noise is drawn for the global batch and sliced, so a run's numbers do
-        # not depend on how many devices share the batch.
-        noise = jax.random.normal(key, (cfg.batch_size, nets.action_size))
-        noise = jax.lax.dynamic_slice_in_dim(noise, jax.lax.axis_index(AXIS) * self.local_batch,
-                                             self.local_batch)
-        alpha = jnp.exp(state.log_alpha)
-
-        def critic_objective(critic_params):
-            phi = nets.encode_state_action(critic_params, batch["state"], batch["action"])
-            psi = nets.encode_goal(critic_params, batch["goal"])
-            # Contrast against the global batch: every device sees all representations.
-            loss, metrics = losses.critic_loss(
-                cfg.energy, cfg.contrastive_loss, cfg.logsumexp_penalty,
-                jax.lax.all_gather(phi, AXIS, tiled=True),
-                jax.lax.all_gather(psi, AXIS, tiled=True))
-            return jax.lax.pmean(loss, AXIS), (metrics, psi)
-
-        (_, (critic_metrics, psi)), critic_grads = jax.value_and_grad(
-            critic_objective, has_aux=True)(params["critic"])
-
-        def actor_objective(actor_params):
-            mean, log_std = nets.policy(actor_params, batch["state"], batch["goal"])
-            pre_tanh = mean + jnp.exp(log_std) * noise
-            log_prob = losses.tanh_gaussian_log_prob(pre_tanh, mean, log_std)
-            phi = nets.encode_state_action(params["critic"], batch["state"], jnp.tanh(pre_tanh))
-            q = losses.energy_pairs(cfg.energy, phi, psi)
-            return jax.lax.pmean(losses.actor_loss(alpha, log_prob, q), AXIS), log_prob
-
-        def temperature_objective(log_alpha, log_prob):
-            return jax.lax.pmean(
-                losses.temperature_loss(log_alpha, log_prob, self.target_entropy), AXIS)
-
-        (actor_loss, log_prob), actor_grads = jax.value_and_grad(
-            actor_objective, has_aux=True)(params["actor"])
-        alpha_loss, alpha_grad = jax.value_and_grad(temperature_objective)(state.log_alpha,
-                                                                           log_prob)
-
-        actor_updates, actor_opt = self.actor_optimizer.update(actor_grads, state.actor_opt)
-        critic_updates, critic_opt = self.critic_optimizer.update(critic_grads,
-                                                                  state.critic_opt)
-        alpha_update, alpha_opt = self.alpha_optimizer.update(alpha_grad, state.alpha_opt)
-        state = state.replace(
-            params={"actor": optax.apply_updates(params["actor"], actor_updates),
-                    "critic": optax.apply_updates(params["critic"], critic_updates)},
-            log_alpha=optax.apply_updates(state.log_alpha, alpha_update),
-            actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt)
-        metrics = {
-            "actor_loss": actor_loss, "alpha_loss": alpha_loss, "alpha": alpha,
-            "entropy": -jnp.mean(log_prob), **critic_metrics,
-        }
-        return state, jax.lax.pmean(metrics, AXIS)
+        agent_state, metrics = self.agent.update(state.agent, batch, key)
+        return state.replace(agent=agent_state), metrics
 
     def _training_step(self, state: TrainState, _: None) -> tuple[TrainState, dict]:
         cfg = self.config
         state = self._collect_and_insert(state)
         key, window_key, relabel_key, shuffle_key, sgd_key = jax.random.split(state.key, 5)
-        rows = replay.sample_windows(state.buffer, self._local_key(window_key),
-                                     cfg.episode_length)
-        traj_id = state.buffer.data["traj_id"][rows, jnp.arange(self.local_envs)[:, None]]
-        goal_steps = replay.relabel(self._local_key(relabel_key), traj_id, cfg.discount)
-        batches = replay.sample_batches(self._local_key(shuffle_key), state.buffer, rows,
-                                        goal_steps, self.goal_env.goal_indices,
-                                        self.local_batch, cfg.num_sgd_batches_per_training_step)
+        batches = replay.sample(
+            tuple(self._local_key(k) for k in (window_key, relabel_key, shuffle_key)),
+            state.buffer, self.sampling, window_length=cfg.episode_length,
+            goal_indices=self.goal_env.goal_indices, success_radius=self.success_radius,
+            batch_size=self.local_batch, max_batches=cfg.num_sgd_batches_per_training_step)
         state, metrics = self._sgd_steps(state.replace(key=key), batches, sgd_key)
         return state, jax.tree.map(jnp.mean, metrics)
 
@@ -313,8 +240,9 @@ class Trainer:
 
     @functools.cached_property
     def evaluate(self) -> Callable[[Params, jax.Array], dict[str, jax.Array]]:
-        """One episode on each of ``num_eval_envs`` fresh envs with the deterministic actor."""
-        def evaluate_local(actor_params, key):
+        """One episode on each of ``num_eval_envs`` fresh envs with the deterministic policy
+        of the agent's parameters."""
+        def evaluate_local(params, key):
             env = self.eval_env
             env_state = env.reset(jax.random.split(self._local_key(key), self.local_eval_envs))
             state_size, goal_indices = env.state_size, env.goal_indices
@@ -322,7 +250,7 @@ class Trainer:
             def step(carry, _):
                 env_state, alive = carry
                 distance = goal_distance(env_state.obs, state_size, goal_indices)
-                next_state = env.step(env_state, self._act(actor_params, env_state.obs, None))
+                next_state = env.step(env_state, self.act(params, env_state.obs, None))
                 return ((next_state, alive & ~next_state.info["terminated"]),
                         (distance, alive))
 
@@ -484,7 +412,8 @@ def train(config: Config, log: Callable[[str], None] = print,
 def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None, record: _RunRecord,
                   watch: PreemptionWatch, log: Callable[[str], None]) -> TrainState:
     config, path = trainer.config, record.path
-    log(f"{config.env}: {config.num_envs} envs on {trainer.num_devices} device(s), "
+    log(f"{config.agent}{' + HER' if config.her else ''} on {config.env}: {config.num_envs} "
+        f"envs on {trainer.num_devices} device(s), "
         f"{config.training_steps_per_epoch} training steps x "
         f"{config.sgd_batches_per_training_step} SGD batches per epoch, "
         f"{config.num_epochs} epochs")
@@ -495,7 +424,7 @@ def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None, record
                                                    compiler_options=options)
     train_epoch, epoch_compile_s = timed_compile(trainer.train_epoch, state,
                                                  compiler_options=options)
-    evaluate, eval_compile_s = timed_compile(trainer.evaluate, state.params["actor"],
+    evaluate, eval_compile_s = timed_compile(trainer.evaluate, state.agent.params,
                                              evaluation_key(config, 0), compiler_options=options)
     log(f"compiled in {epoch_compile_s + eval_compile_s:.1f}s plus "
         f"{prefill_compile_s if fill_buffer else 0:.1f}s for the prefill "
@@ -510,7 +439,7 @@ def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None, record
     if meta is None:
         epoch, env_steps = 0, prefill_steps
         # Epoch 0: the initial policy, the baseline of every learning curve.
-        initial = jax.device_get(evaluate(state.params["actor"], evaluation_key(config, 0)))
+        initial = jax.device_get(evaluate(state.agent.params, evaluation_key(config, 0)))
         record.metrics({"epoch": 0, "env_steps": env_steps,
                         **{k: float(v) for k, v in initial.items()},
                         "time/compile_epoch_s": epoch_compile_s,
@@ -535,12 +464,12 @@ def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None, record
         state, train_metrics = train_epoch(state)
         train_metrics = {f"train/{k}": float(v) for k, v in jax.device_get(train_metrics).items()}
         train_s = time.perf_counter() - start
-        non_finite = first_non_finite(train_metrics, {"params": state.params,
-                                                      "log_alpha": state.log_alpha})
+        non_finite = first_non_finite(train_metrics, {
+            "params": state.agent.params, "agent": state.agent.replace(params=None)})
         if non_finite:
             raise Diverged(epoch, non_finite, record.last_checkpoint)
         start = time.perf_counter()
-        eval_metrics = jax.device_get(evaluate(state.params["actor"],
+        eval_metrics = jax.device_get(evaluate(state.agent.params,
                                                evaluation_key(config, epoch)))
         eval_s = time.perf_counter() - start
         env_steps += epoch_steps
@@ -561,7 +490,7 @@ def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None, record
         raise Preempted(epoch, stop, str(path))
     if config.render and record.main_process:
         try:
-            render_policy(trainer, state.params["actor"], path / "render", epoch,
+            render_policy(trainer, state.agent.params, path / "render", epoch,
                           evaluation_key(config, epoch), log=log)
         except Exception as error:  # the run is saved; a picture is not worth failing it
             log(f"rendering failed ({type(error).__name__}: {error}); retry with: "

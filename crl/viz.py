@@ -30,10 +30,9 @@ from crl.config import Config
 from crl.envs.base import GoalEnv
 from crl.envs.maze import MazeLayout, corridor_steps
 from crl.evaluate import LoadedRun, open_run
-from crl.losses import energy_pairs
-from crl.networks.agent import Networks, Params, sample_tanh_gaussian
+from crl.agents.base import Agent, Params
 from crl.render import draw_walls
-from crl.runs import read_metrics
+from crl.runs import agent_label, read_metrics
 
 Cell = tuple[int, int]
 
@@ -69,16 +68,18 @@ class QValueMap:
 
 
 def depth_label(config: Config) -> str:
-    """The run's depth, the knob Figure 9 turns."""
+    """The run's depth, the knob Figure 9 turns (and its agent, when it is not crl)."""
     actor, critic = config.actor_depth or config.depth, config.critic_depth or config.depth
-    return f"depth {critic}" if actor == critic else f"actor depth {actor}, critic depth {critic}"
+    depth = (f"depth {critic}" if actor == critic
+             else f"actor depth {actor}, critic depth {critic}")
+    return depth if config.agent == "crl" else f"{agent_label(config)}, {depth}"
 
 
 def load_maze_run(path: str | Path, epoch: int | None = None) -> tuple[GoalEnv, LoadedRun]:
     """A run as ``crl.load_run`` gives it, with its evaluation env: the maze to draw it over,
     built exactly as the run's evaluation built it."""
     trainer, params, _ = open_run(Path(path), epoch=epoch, devices=jax.devices()[:1])
-    return trainer.eval_env.unwrapped, LoadedRun(trainer.config, trainer.networks, params)
+    return trainer.eval_env.unwrapped, LoadedRun(trainer.config, trainer.agent, params)
 
 
 def farthest_goal_cell(layout: MazeLayout) -> Cell:
@@ -121,22 +122,22 @@ def resolve_goal(env: GoalEnv, goal_cell: Sequence[int] | None = None,
     return cell, (cell[0] * env.scale, cell[1] * env.scale)
 
 
-# Networks are static and compare by architecture: runs of one architecture share a compilation.
-@functools.partial(jax.jit, static_argnames=("networks", "energy", "best_of"))
-def _best_q_and_distance(networks: Networks, energy: str, best_of: int, params: Params,
-                         states: jax.Array, goal: jax.Array,
-                         key: jax.Array) -> tuple[jax.Array, jax.Array]:
+# Agents are static and compare by configuration: runs of one configuration share a compilation.
+@functools.partial(jax.jit, static_argnames=("agent", "best_of"))
+def _best_q_and_distance(agent: Agent, best_of: int, params: Params, states: jax.Array,
+                         goal: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
     goals = jnp.broadcast_to(goal, (states.shape[0], goal.shape[0]))
-    mean, log_std = networks.policy(params["actor"], states, goals)
-    sampled = jax.vmap(lambda k: sample_tanh_gaussian(k, mean, log_std)[0])(
+    sampled = jax.vmap(lambda k: agent.act(params, states, goals, k))(
         jax.random.split(key, best_of))
-    actions = jnp.concatenate([jnp.tanh(mean)[None], sampled])  # [1 + best_of, points, action]
-    psi = networks.encode_goal(params["critic"], goal[None])
+    # [1 + best_of, points, action]: the deterministic action first.
+    actions = jnp.concatenate([agent.act(params, states, goals, None)[None], sampled])
 
     def q_and_distance(action):
-        phi = networks.encode_state_action(params["critic"], states, action)
-        psis = jnp.broadcast_to(psi, phi.shape)
-        return energy_pairs(energy, phi, psis), jnp.linalg.norm(phi - psis, axis=-1)
+        q = agent.q_value(params, states, action, goals)
+        # Only a contrastive critic has representations; the others' maps show Q alone.
+        distance = (agent.representation_distance(params, states, action, goals)
+                    if hasattr(agent, "representation_distance") else jnp.full_like(q, jnp.nan))
+        return q, distance
 
     q, distance = jax.vmap(q_and_distance)(actions)
     best = jnp.argmax(q, axis=0)[None]
@@ -154,6 +155,9 @@ def q_value_map(env: GoalEnv, run: LoadedRun, goal_cell: Sequence[int] | None = 
     (``state[goal_indices[:2]]``) moved to each point, the rest (an Ant's joints) left as reset:
     no physics runs. The grid has ``points_per_cell`` x ``points_per_cell`` points per cell, at
     the centres of equal sub-cells, so no point lies on a cell border."""
+    if not run.agent.has_critic:
+        raise ValueError(f"agent {run.config.agent!r} has no critic: Q-value maps need one "
+                         "(crl, sac or td3)")
     if points_per_cell < 1 or best_of < 0:
         raise ValueError(f"points_per_cell={points_per_cell} must be at least 1 and "
                          f"best_of={best_of} at least 0")
@@ -175,7 +179,7 @@ def q_value_map(env: GoalEnv, run: LoadedRun, goal_cell: Sequence[int] | None = 
     goal_vector = reset_obs[env.state_size:].copy()  # a Humanoid's goal height stays as reset
     goal_vector[:2] = goal
     q_free, distance_free = jax.device_get(_best_q_and_distance(
-        run.networks, run.config.energy, best_of, run.params, jnp.asarray(states),
+        run.agent, best_of, run.params, jnp.asarray(states),
         jnp.asarray(goal_vector), sample_key))
     q, distance = np.full(free.shape, np.nan), np.full(free.shape, np.nan)
     q[free], distance[free] = q_free, distance_free

@@ -2,29 +2,34 @@
 
 - state-action encoder phi(s, a) -> R^repr_dim
 - goal encoder psi(g) -> R^repr_dim
-- actor pi(s, g) -> tanh-Gaussian over actions (mean, log_std squashed into [-5, 2])
+- actor pi(s, g) -> tanh-Gaussian over actions (``crl.networks.actors.TanhGaussianActor``)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from crl.networks.actors import (
+    LOG_STD_MAX,
+    LOG_STD_MIN,
+    Params,
+    TanhGaussianActor,
+    sample_tanh_gaussian,
+)
 from crl.networks.mlp import ResidualMLP
 
-Params = dict[str, Any]
-
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+__all__ = ["LOG_STD_MAX", "LOG_STD_MIN", "Networks", "Params", "make_networks",
+           "sample_tanh_gaussian"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Networks:
     sa_encoder: ResidualMLP
     goal_encoder: ResidualMLP
-    actor: ResidualMLP
+    actor: TanhGaussianActor
     state_size: int
     goal_size: int
     action_size: int
@@ -36,7 +41,7 @@ class Networks:
         goal = jnp.zeros((1, self.goal_size))
         action = jnp.zeros((1, self.action_size))
         return {
-            "actor": self.actor.init(actor_key, jnp.concatenate([state, goal], -1)),
+            "actor": self.actor.init(actor_key),
             "critic": {
                 "sa_encoder": self.sa_encoder.init(sa_key, jnp.concatenate([state, action], -1)),
                 "goal_encoder": self.goal_encoder.init(goal_key, goal),
@@ -54,10 +59,7 @@ class Networks:
     def policy(self, actor_params: Params, state: jax.Array,
                goal: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Mean and log-std of the pre-tanh Gaussian."""
-        out = self.actor.apply(actor_params, jnp.concatenate([state, goal], -1))
-        mean, raw_log_std = jnp.split(out, 2, axis=-1)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw_log_std) + 1)
-        return mean, log_std
+        return self.actor.policy(actor_params, state, goal)
 
 
 def make_networks(*, state_size: int, goal_size: int, action_size: int, actor_depth: int,
@@ -70,15 +72,9 @@ def make_networks(*, state_size: int, goal_size: int, action_size: int, actor_de
     return Networks(
         sa_encoder=mlp(critic_depth, repr_dim),
         goal_encoder=mlp(critic_depth, repr_dim),
-        actor=mlp(actor_depth, 2 * action_size),
+        actor=TanhGaussianActor(mlp(actor_depth, 2 * action_size), state_size, goal_size),
         state_size=state_size,
         goal_size=goal_size,
         action_size=action_size,
     )
 
-
-def sample_tanh_gaussian(key: jax.Array, mean: jax.Array,
-                         log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Reparameterised sample: returns (action = tanh(x), pre-tanh x)."""
-    x = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
-    return jnp.tanh(x), x

@@ -1,0 +1,115 @@
+"""What every agent shares: the interface the runner calls, and the helpers of its updates.
+
+An agent is a frozen description of one algorithm built from a resolved ``Config`` and the env's
+sizes. The runner (crl/train.py) knows it only through:
+
+- ``sampling``: the fields of its batches and how their goals are chosen (``crl.buffer``);
+- ``init(key)``: its state, a pytree (a ``flax.struct`` dataclass) whose ``params`` field holds
+  every network's parameters. Checkpoints store ``params`` apart (evaluation reads only them)
+  and the rest of the state as one pytree, so an agent needs no checkpoint code;
+- ``update(state, batch, key)``: one SGD step on this device's share of a global batch, inside
+  ``shard_map``: average every loss over the device axis (``pmean``) before differentiating,
+  so that the gradients are those of the global batch on every device;
+- ``act(params, state, goal, key)``: an action per row, sampled for collection, or the
+  deterministic one for evaluation when ``key`` is None;
+- ``q_value(params, state, action, goal)``: the critic's Q, for agents that have a critic
+  (``has_critic``), which Q-value maps draw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from crl.buffer import Sampling
+from crl.config import Config
+from crl.distributed import AXIS
+from crl.networks.mlp import ResidualMLP
+
+Params = dict[str, Any]
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSizes:
+    state_size: int
+    goal_size: int
+    action_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Agent:
+    config: Config
+    sizes: EnvSizes
+    num_devices: int = 1
+
+    has_critic: ClassVar[bool] = True
+
+    @property
+    def local_batch(self) -> int:
+        return self.config.batch_size // self.num_devices
+
+    def mlp(self, depth: int, out_dim: int) -> ResidualMLP:
+        """crl's one residual MLP, at this run's width, remat mode and compute dtype."""
+        cfg = self.config
+        return ResidualMLP(depth=depth, width=cfg.width, out_dim=out_dim, remat=cfg.remat,
+                           dtype=jnp.dtype(cfg.compute_dtype))
+
+    @property
+    def sampling(self) -> Sampling:
+        raise NotImplementedError
+
+    def init(self, key: jax.Array) -> Any:
+        raise NotImplementedError
+
+    def update(self, state: Any, batch: dict[str, jax.Array],
+               key: jax.Array) -> tuple[Any, Metrics]:
+        raise NotImplementedError
+
+    def act(self, params: Params, state: jax.Array, goal: jax.Array,
+            key: jax.Array | None) -> jax.Array:
+        raise NotImplementedError
+
+    def q_value(self, params: Params, state: jax.Array, action: jax.Array,
+                goal: jax.Array) -> jax.Array:
+        raise NotImplementedError(f"agent {self.config.agent!r} has no critic")
+
+    # ------------------------------------------------------------ helpers of the updates
+    def global_normal(self, key: jax.Array, size: int) -> jax.Array:
+        """Standard normal noise ``[local_batch, size]``: this device's rows of noise drawn
+        for the global batch, so that a run's numbers do not depend on the device count."""
+        noise = jax.random.normal(key, (self.config.batch_size, size))
+        return jax.lax.dynamic_slice_in_dim(noise, jax.lax.axis_index(AXIS) * self.local_batch,
+                                            self.local_batch)
+
+
+def pmean(x: Any) -> Any:
+    """The mean over the devices' shares of the global batch."""
+    return jax.lax.pmean(x, AXIS)
+
+
+def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """The mean of ``values`` over the rows of the global batch where ``mask`` holds."""
+    mask = mask.astype(values.dtype)
+    total = jax.lax.psum(jnp.sum(values * mask), AXIS)
+    return total / jnp.maximum(jax.lax.psum(jnp.sum(mask), AXIS), 1.0)
+
+
+def apply_gradients(optimizer: optax.GradientTransformation, params: Any, grads: Any,
+                    opt_state: optax.OptState) -> tuple[Any, optax.OptState]:
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def polyak(target: Any, online: Any, tau: float) -> Any:
+    """Target networks move a fraction ``tau`` of the way to the online ones."""
+    return jax.tree.map(lambda t, o: (1 - tau) * t + tau * o, target, online)
+
+
+def where(condition: jax.Array, new: Any, old: Any) -> Any:
+    """``new`` where ``condition`` holds, else ``old``, leaf by leaf (delayed updates)."""
+    return jax.tree.map(lambda n, o: jnp.where(condition, n, o), new, old)
