@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import platform
 import time
@@ -31,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crl import buffer
+from crl.agents import AGENT_NAMES
 from crl.config import Config, validate
 from crl.train import Trainer
 
@@ -102,19 +104,19 @@ def random_batches(trainer: Trainer, num_batches: int, batch_size: int) -> dict[
 
 
 # ------------------------------------------------------------------------------------ compile
-def compile_part(depths: list[int], envs: list[str]) -> Table:
-    table = Table("compile", "Compile time of one training epoch", ["env", "depth", "seconds",
-                                                                    "vs depth 4"])
-    for env in envs:
+def compile_part(depths: list[int], envs: list[str], agents: list[str]) -> Table:
+    table = Table("compile", "Compile time of one training epoch",
+                  ["env", "agent", "depth", "seconds", "vs first depth"])
+    for env, agent in itertools.product(envs, agents):
         reference = None
         for depth in depths:
-            trainer = Trainer(bench_config(env, depth))
+            trainer = Trainer(bench_config(env, depth, agent=agent))
             abstract_state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
             start = time.perf_counter()
             trainer.train_epoch.lower(abstract_state).compile()
             seconds = time.perf_counter() - start
             reference = reference or seconds
-            table.rows.append([env, depth, seconds, seconds / reference])
+            table.rows.append([env, agent, depth, seconds, seconds / reference])
     table.note = ("Tracing and XLA compilation of the whole epoch (collect, replay, relabel, "
                   "SGD). The residual blocks are one scan, so depth only changes array sizes.")
     return table
@@ -264,12 +266,12 @@ def memory_part(depths: list[int], modes: list[str], batch: int) -> Table:
 PARTS = ("compile", "sgd", "relabel", "e2e", "memory")
 
 
-def run(quick: bool, parts: tuple[str, ...]) -> list[Table]:
+def run(quick: bool, parts: tuple[str, ...], agents: tuple[str, ...] = ("crl",)) -> list[Table]:
     repeats = 2 if quick else 3
     plans: dict[str, Callable[[], Table]] = {
         "compile": lambda: compile_part([4, 1024] if quick else [4, 16, 64, 256, 1024],
                                         ["point_u_maze"] if quick else
-                                        ["point_u_maze", "ant_u_maze"]),
+                                        ["point_u_maze", "ant_u_maze"], list(agents)),
         "sgd": lambda: sgd_part([4, 64] if quick else [4, 16, 64, 256],
                                 [512] if quick else [256, 512, 1024], 4 if quick else 8,
                                 repeats),
@@ -292,6 +294,8 @@ def main(argv: list[str] | None = None) -> None:
         "\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a reduced set (about 2 minutes)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--agents", nargs="+", choices=AGENT_NAMES, default=["crl"],
+                        help="agents whose compile time is measured (default: crl)")
     parser.add_argument("--json", type=Path, default=None,
                         help="where to write the results (default: bench-<time>.json here)")
     args = parser.parse_args(argv)
@@ -300,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
           f"({platform.processor() or platform.machine()}), jax {jax.__version__}"
           f"{', quick' if args.quick else ''}")
     start = time.perf_counter()
-    tables = run(args.quick, tuple(args.parts))
+    tables = run(args.quick, tuple(args.parts), tuple(args.agents))
     seconds = time.perf_counter() - start
     print(f"\n{seconds:.0f} s in all")
     path = args.json or Path(f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")

@@ -308,6 +308,13 @@ PRESETS: dict[str, Config] = {
         num_sgd_batches_per_training_step=80, total_env_steps=1_000_000, num_epochs=20,
         num_eval_envs=64),
 }
+# The baselines on the same task, data and budget (docs/agents.md).
+PRESETS |= {
+    f"point_quick_{name}": dataclasses.replace(PRESETS["point_quick"], **changes)
+    for name, changes in (("sac", {"agent": "sac"}), ("sac_her", {"agent": "sac", "her": True}),
+                          ("td3", {"agent": "td3"}), ("td3_her", {"agent": "td3", "her": True}),
+                          ("gcbc", {"agent": "gcbc"}))
+}
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -336,8 +343,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 # Fields a resumed run cannot change: they fix the shapes of the saved state, or (agent, env,
 # seed) what the run is.
-FIXED_ON_RESUME = ("agent", "her", "env", "backend", "depth", "actor_depth", "critic_depth", "width", "repr_dim",
-                   "num_envs", "max_replay_size", "seed")
+FIXED_ON_RESUME = ("agent", "her", "env", "backend", "depth", "actor_depth", "critic_depth",
+                   "width", "repr_dim", "num_envs", "max_replay_size", "seed")
 
 
 def fixed_field_changes(saved: Config, requested: Config) -> list[str]:

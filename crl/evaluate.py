@@ -19,10 +19,10 @@ from typing import Any, NamedTuple
 import jax
 
 from crl import runs
+from crl.agents.base import Agent, Params
 from crl.checkpoint import Checkpoints, Meta
 from crl.config import Config, ConfigError, fail, validate
 from crl.envs import UnknownEnvError, get_spec
-from crl.agents.base import Agent, Params
 from crl.train import Trainer, evaluation_key, timed_compile
 
 

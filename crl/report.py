@@ -4,10 +4,10 @@ Reads every run's ``metrics.jsonl`` and writes, next to the figure:
 
 - ``<figure>_runs.csv``: one row per run: its status, the final and the best value of the
   metric (default ``eval/success``, the time at goal) and its final ``eval/success_any``;
-- ``<figure>.csv``: one row per task, other swept options and depth: the mean over the
+- ``<figure>.csv``: one row per task, agent, other swept options and depth: the mean over the
   finished seeds of the final and of the best value, each with a 95% bootstrap interval;
-- the figure: the final value against depth (log-scale axis), one line per task (and other
-  swept options), in the style of the paper's Figure 1.
+- the figure: the final value against depth (log-scale axis), one line per task and agent (and
+  other swept options), in the style of the paper's Figure 1.
 
 A run that has not finished all its epochs is shown as such (a hollow marker at its latest
 value, ``in progress`` in the tables) and left out of the means; a run of the sweep that has not
@@ -31,13 +31,15 @@ from crl.config import fail
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
-NOT_SWEPT = ("depth", "seed", "env")  # what the figure's axes, seeds and lines already show
+# What the figure's axes, seeds and lines already show.
+NOT_SWEPT = ("depth", "seed", "env", "agent", "her")
 
 
 @dataclasses.dataclass(frozen=True)
 class RunResult:
     name: str
     env: str
+    agent: str  # crl, sac, sac+her, td3, td3+her, gcbc
     depth: int
     seed: int
     options: str  # the run's other swept options, e.g. "width=512" ("" if none)
@@ -52,7 +54,7 @@ class RunResult:
 
 def _not_started(name: str, entry: dict) -> RunResult:
     """A run of a sweep's ``sweep.json`` that has not written anything yet."""
-    return RunResult(name, entry["env"], entry["depth"], entry["seed"],
+    return RunResult(name, entry["env"], entry.get("agent", "crl"), entry["depth"], entry["seed"],
                      _options_label(entry["values"]), "not started", 0, 0, 0, np.nan, np.nan,
                      np.nan)
 
@@ -66,14 +68,16 @@ def read_run(path: Path, metric: str, values: dict[str, str] | None = None) -> R
     config = runs.load_config(path)
     history = runs.read_metrics(path) if (path / runs.METRICS_FILE).exists() else []
     if not history:
-        return _not_started(path.name, {"env": config.env, "depth": config.depth,
+        return _not_started(path.name, {"env": config.env, "agent": runs.agent_label(config),
+                                        "depth": config.depth,
                                         "seed": config.seed, "values": values or {}})
     if metric not in history[-1]:
         raise runs.RunError(f"{path / runs.METRICS_FILE} has no metric {metric!r}; it has "
                             f"{', '.join(k for k in history[-1] if k.startswith('eval/'))}")
     last = history[-1]
     return RunResult(
-        name=path.name, env=config.env, depth=config.depth, seed=config.seed,
+        name=path.name, env=config.env, agent=runs.agent_label(config), depth=config.depth,
+        seed=config.seed,
         options=_options_label(values or {}),
         status="finished" if last["epoch"] >= config.num_epochs else "in progress",
         epoch=last["epoch"], num_epochs=config.num_epochs, env_steps=last["env_steps"],
@@ -123,13 +127,16 @@ def bootstrap_interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]
 
 
 def aggregate(results: list[RunResult]) -> list[dict[str, object]]:
-    """One row per (env, other options, depth): means and intervals over finished seeds."""
+    """One row per (env, agent, other options, depth): means and intervals over finished
+    seeds."""
     rows = []
-    key = lambda r: (r.env, r.options, r.depth)
-    for (env, options, depth), group in itertools.groupby(sorted(results, key=key), key=key):
+    key = lambda r: (r.env, r.agent, r.options, r.depth)
+    for (env, agent, options, depth), group in itertools.groupby(sorted(results, key=key),
+                                                                 key=key):
         group = list(group)
         finished = [r for r in group if r.status == "finished"]
-        row: dict[str, object] = {"env": env, "options": options, "depth": depth,
+        row: dict[str, object] = {"env": env, "agent": agent, "options": options,
+                                  "depth": depth,
                                   "finished": len(finished),
                                   "in_progress": sum(r.status == "in progress" for r in group),
                                   "not_started": sum(r.status == "not started" for r in group)}
@@ -157,19 +164,20 @@ def plot(file: Path, rows: list[dict[str, object]], results: list[RunResult],
 
     fig = Figure(figsize=(6.5, 4.5))
     ax = fig.add_subplot()
-    lines = sorted({(r["env"], r["options"]) for r in rows})
+    lines = sorted({(r["env"], r["agent"], r["options"]) for r in rows})
     colors = dict(zip(lines, itertools.cycle([f"C{i}" for i in range(10)]), strict=False))
     in_progress_shown = False
     for line in lines:
         color = colors[line]
-        mine = [r for r in rows if (r["env"], r["options"]) == line and r["finished"]]
+        mine = [r for r in rows if (r["env"], r["agent"], r["options"]) == line
+                and r["finished"]]
         label = ", ".join(str(part) for part in line if part)
         if mine:
             depths = np.array([r["depth"] for r in mine])
             ax.plot(depths, [r["final_mean"] for r in mine], "o-", color=color, label=label)
             ax.fill_between(depths, [r["final_ci_low"] for r in mine],
                             [r["final_ci_high"] for r in mine], color=color, alpha=0.2, lw=0)
-        seeds = [r for r in results if (r.env, r.options) == line]
+        seeds = [r for r in results if (r.env, r.agent, r.options) == line]
         done = [r for r in seeds if r.status == "finished"]
         ax.plot([r.depth for r in done], [r.final for r in done], ".", color=color, alpha=0.5)
         running = [r for r in seeds if r.status == "in progress"]
@@ -222,8 +230,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     write_csv(output.with_suffix(".csv"), rows)
     plot(output, rows, results, args.metric)
 
-    shown = ("env", "options", "depth", "finished", "in_progress", "not_started", "final_mean",
-             "final_ci_low", "final_ci_high", "best_mean")
+    shown = ("env", "agent", "options", "depth", "finished", "in_progress", "not_started",
+             "final_mean", "final_ci_low", "final_ci_high", "best_mean")
     widths = {k: max(len(k), *(len(_format(r[k])) for r in rows)) for k in shown}
     print("  ".join(k.ljust(widths[k]) for k in shown))
     for row in rows:

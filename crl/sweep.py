@@ -124,7 +124,7 @@ def build_grid(base: list[str], axes: dict[str, list[str]]) -> list[SweepRun]:
         config = parse_args([*base, *swept])
         label = runs.run_label(config)
         extra = [f"{_field_of(flag)}-{value}" for flag, value in values.items()
-                 if flag not in ("--depth", "--seed", "--env")]
+                 if flag not in ("--depth", "--seed", "--env", "--agent")]
         name = "_".join([label, *extra]).replace("/", "-")
         if name in names:
             fail(f"two points of the grid ({names[name]} and {values}) are the same run {name}")
@@ -308,7 +308,8 @@ def _record(sweep_dir: Path, base: list[str], grid: list[SweepRun], argv: list[s
              f"a sweep's runs share their options: choose another --name")
     for run in grid:
         entry = saved["runs"].setdefault(run.name, {
-            "env": run.config.env, "depth": run.config.depth, "seed": run.config.seed,
+            "env": run.config.env, "agent": runs.agent_label(run.config),
+            "depth": run.config.depth, "seed": run.config.seed,
             "values": run.values})
         if jobs and run.name in jobs:
             entry["job"] = jobs[run.name]

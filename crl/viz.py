@@ -26,11 +26,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
+from crl.agents.base import Agent, Params
 from crl.config import Config
 from crl.envs.base import GoalEnv
 from crl.envs.maze import MazeLayout, corridor_steps
 from crl.evaluate import LoadedRun, open_run
-from crl.agents.base import Agent, Params
 from crl.render import draw_walls
 from crl.runs import agent_label, read_metrics
 

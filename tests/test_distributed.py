@@ -142,7 +142,8 @@ def test_bfloat16_compute_tracks_float32(bfloat16_and_float32_steps):
 
 def test_bfloat16_keeps_parameters_and_optimiser_states_float32(bfloat16_and_float32_steps):
     state, _ = bfloat16_and_float32_steps["bfloat16"]
-    for tree in (state.params, state.actor_opt, state.critic_opt, state.log_alpha):
+    for tree in (state.agent.params, state.agent.actor_opt, state.agent.critic_opt,
+                 state.agent.log_alpha):
         for leaf in jax.tree.leaves(tree):
             if jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating):
                 assert leaf.dtype == np.float32

@@ -111,7 +111,7 @@ def test_checkpoints_hold_the_last_k_epochs_and_their_metadata(tiny_run):
     assert not glob.glob(str(path / CHECKPOINT_DIR / "*tmp*"))
     loaded = crl.load_run(path)
     assert loaded.config == config
-    assert_states_identical(loaded.params, state.params)
+    assert_states_identical(loaded.params, state.agent.params)
     mean, log_std = loaded.networks.policy(loaded.params["actor"], np.zeros((1, 2)),
                                            np.zeros((1, 2)))
     assert mean.shape == log_std.shape == (1, 2)
@@ -554,7 +554,7 @@ TWO_DEVICES = textwrap.dedent("""
     print("env:", restored.env_state.obs.sharding.spec)
     one_device = Trainer(config, jax.devices()[:1])
     params, _ = Checkpoints(sys.argv[1]).restore_params(one_device, 0)
-    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, params, state.params)))
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, params, state.agent.params)))
     print("restored on one device:", jax.tree.leaves(params)[0].devices())
 """)
 

@@ -41,9 +41,9 @@ def test_training_moves_every_parameter_and_keeps_float32(tiny_run):
         assert a.dtype == np.float32 and np.all(np.isfinite(a))
         return not np.allclose(a, b)
 
-    moved = jax.tree.leaves(jax.tree.map(changed, state.params, initial.params))
+    moved = jax.tree.leaves(jax.tree.map(changed, state.agent.params, initial.agent.params))
     assert all(moved)
-    assert float(state.log_alpha) < 0  # the temperature adapts from log_alpha = 0
+    assert float(state.agent.log_alpha) < 0  # the temperature adapts from log_alpha = 0
     inserted = (config.prefill_unrolls + 2 * config.training_steps_per_epoch) * config.unroll_length
     assert int(state.buffer.size) == min(config.max_replay_size, inserted)
 
@@ -120,11 +120,11 @@ def test_every_compilation_of_a_run_takes_the_trainers_compiler_options(tmp_path
     config = validate(dataclasses.replace(TINY, run_dir=str(tmp_path), run_name="options"))
     trainer = Trainer(config)
     key = jax.random.PRNGKey(0)
-    params = trainer.networks.init(key)
+    params = trainer.agent.init(key).params
     runs = {
         "train": lambda: train(config, log=lambda _: None),
         "evaluate": lambda: evaluate_policy(trainer, params, epoch=0),
-        "render": lambda: render.rollout(trainer, params["actor"], key, episodes=1),
+        "render": lambda: render.rollout(trainer, params, key, episodes=1),
     }
     for name, run in runs.items():
         with pytest.raises(Exception, match="xla_made_up_option"):

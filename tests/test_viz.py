@@ -52,7 +52,8 @@ def test_the_default_goal_is_across_the_wall_from_the_start_and_far_along_the_co
 
 
 def test_q_at_a_point_is_the_critic_of_the_deterministic_action_there(maze_run, q_map):
-    config, networks, params = maze_run[1]
+    config, _, params = maze_run[1]
+    networks = maze_run[1].networks
     free_points = np.argwhere(np.isfinite(q_map.q))
     rows, cols = free_points[[0, len(free_points) // 2, -1]].T
     states = jnp.stack([q_map.x[rows], q_map.y[cols]], -1)  # the point maze's state is (x, y)

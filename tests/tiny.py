@@ -3,6 +3,8 @@ persistent compilation cache), and its command line."""
 
 import dataclasses
 
+import numpy as np
+
 from crl.config import Config
 
 TINY = Config(env="point_u_maze", depth=4, width=32, repr_dim=16, num_envs=8, batch_size=32,
@@ -35,3 +37,29 @@ def cli_args(config: Config) -> list[str]:
         else:
             args += [flag, str(value)]
     return args
+
+
+# The baseline agents as the tests run them (crl is TINY itself): SAC and TD3 with HER cover
+# both the commanded and the hindsight goals of their batches. TINY's repr_dim is crl's alone.
+_NO_REPRESENTATION = {"repr_dim": Config.repr_dim}
+BASELINES = {"sac_her": {"agent": "sac", "her": True, **_NO_REPRESENTATION},
+             "td3_her": {"agent": "td3", "her": True, **_NO_REPRESENTATION},
+             "gcbc": {"agent": "gcbc", **_NO_REPRESENTATION}}
+
+
+def batches_for(trainer, num_batches: int, seed: int = 0) -> dict:
+    """Global batches of the fields ``trainer``'s agent asks for, drawn from a fixed seed:
+    states and goals over the point maze's extent, actions in [-1, 1], a tenth of the rewards
+    1 and a tenth of the transitions at an episode's end."""
+    rng = np.random.default_rng(seed)
+    env, shape = trainer.goal_env, (num_batches, trainer.config.batch_size)
+    values = {
+        "state": rng.uniform(0, 12, (*shape, env.state_size)),
+        "next_state": rng.uniform(0, 12, (*shape, env.state_size)),
+        "goal": rng.uniform(0, 12, (*shape, env.goal_size)),
+        "action": rng.uniform(-1, 1, (*shape, env.action_size)),
+        "reward": rng.uniform(size=shape) < 0.1,
+        "same_trajectory": rng.uniform(size=shape) > 0.1,
+    }
+    return {name: values[name].astype(bool if name == "same_trajectory" else np.float32)
+            for name in trainer.sampling.fields}

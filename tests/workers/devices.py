@@ -33,7 +33,8 @@ def sgd_on_devices(count: int) -> dict:
     key = jax.random.PRNGKey(0)
     state = trainer.init(key)
     state, metrics = trainer.sgd_steps(state, same_batches(), key)
-    params = np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(state.params))])
+    leaves = jax.tree.leaves(jax.device_get(state.agent.params))
+    params = np.concatenate([np.ravel(x) for x in leaves])
     return {name: np.asarray(metrics[name]).tolist()
             for name in ("critic_loss", "actor_loss", "alpha_loss")} | {"params": params.tolist()}
 

@@ -12,6 +12,6 @@ from crl.train import train
 
 if __name__ == "__main__":
     state, history = train(parse_args(sys.argv[2:]))
-    params = jax.device_get(state.params)
+    params = jax.device_get(state.agent.params)
     np.savez(sys.argv[1], *jax.tree.leaves(params),
              final_critic_loss=history[-1]["train/critic_loss"])
