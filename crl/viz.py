@@ -223,7 +223,16 @@ def _draw_map(ax: Axes, q_map: QValueMap, values: np.ndarray, cmap: str,
 
 def plot_q_values(q_map: QValueMap) -> Figure:
     """Q over the maze next to the representation distance behind it: with the L2 energy they
-    are one picture, with dot or cosine energies they can disagree."""
+    are one picture, with dot or cosine energies they can disagree. A critic without
+    representations (SAC's, TD3's) gets the Q panel alone."""
+    if np.isnan(q_map.distance).all():
+        figure = Figure(figsize=(5.5, 5), layout="constrained")
+        q_ax = figure.subplots()
+        figure.colorbar(_draw_map(q_ax, q_map, q_map.q, "viridis"), ax=q_ax,
+                        label=q_map.q_label)
+        q_ax.legend(loc="lower right", fontsize="small")
+        q_ax.set_title(f"{q_map.title}: Q-value, goal cell {q_map.goal_cell}")
+        return figure
     figure = Figure(figsize=(11, 5), layout="constrained")
     q_ax, distance_ax = figure.subplots(1, 2)
     figure.colorbar(_draw_map(q_ax, q_map, q_map.q, "viridis"), ax=q_ax, label=q_map.q_label)

@@ -17,6 +17,7 @@ import pytest
 from brax.envs.base import State
 from tiny import BASELINES, TINY, batches_for, with_epochs
 
+import crl
 from crl import buffer as replay
 from crl import envs, runs
 from crl.agents.sac import TD_FIELDS
@@ -140,6 +141,37 @@ def test_a_baseline_takes_the_same_sgd_steps_on_one_and_two_devices(two_devices,
     assert one["metrics"]["actor_loss"][0] != one["metrics"]["actor_loss"][-1]
     epoch = two_devices[name]["epoch"]
     assert epoch["epoch"] == 1 and math.isfinite(epoch["train/actor_loss"])
+
+
+def test_evaluate_render_load_run_and_q_maps_work_on_a_baseline_run(baseline_run, tmp_path,
+                                                                    capsys):
+    from crl import evaluate, render, viz
+
+    _, config, _, history, _, _ = baseline_run
+    path = runs.run_path(config)
+    metrics = evaluate.main([str(path), "--json"])
+    assert metrics == {k: v for k, v in history[-1].items() if k.startswith("eval/")} | {
+        "epoch": 2}
+    render.main([str(path), "--episodes", "2", "--out", str(tmp_path)])
+    assert (tmp_path / "epoch_2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    loaded = crl.load_run(path)
+    assert loaded.config == config and loaded.agent.config == config
+    env, run = viz.load_maze_run(path)
+    if not run.agent.has_critic:
+        with pytest.raises(ValueError, match="agent 'gcbc' has no critic"):
+            viz.q_value_map(env, run)
+        return
+    q_map = viz.q_value_map(env, run, points_per_cell=2)
+    assert q_map.label == f"{runs.agent_label(config)}, depth 4"
+    point = np.argwhere(np.isfinite(q_map.q))[0]
+    state = jnp.asarray([[q_map.x[point[0]], q_map.y[point[1]]]])
+    goal = jnp.asarray([q_map.goal])
+    action = run.agent.act(run.params, state, goal, None)
+    twin = run.agent.critic(run.params["critic"], state, action, goal)  # [2, 1]
+    np.testing.assert_allclose(q_map.q[tuple(point)], np.min(np.asarray(twin)), rtol=1e-5)
+    assert np.isnan(q_map.distance).all()  # no representations to measure
+    viz.save_figure(viz.plot_q_values(q_map), tmp_path / "q.png")
+    assert (tmp_path / "q.png").stat().st_size > 0
 
 
 # ------------------------------------------------------------ the update rules
@@ -307,3 +339,24 @@ def test_options_of_another_agent_are_refused_in_one_line(tmp_path, capsys, args
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------ learning
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["point_quick_sac_her", "point_quick_td3_her",
+                                    "point_quick_gcbc"])
+def test_a_baseline_learns_point_u_maze(tmp_path, compile_cache, preset):
+    """The first 3 epochs of the agent's preset (the README's quick run for crl): success rises
+    from the initial policy's level to at least half of the episodes."""
+    from crl.config import PRESETS
+
+    base = PRESETS[preset]
+    epoch_steps = base.resolved().training_steps_per_epoch * base.env_steps_per_training_step
+    config = validate(dataclasses.replace(
+        base, num_epochs=3, total_env_steps=base.min_replay_size * base.num_envs
+        + 3 * epoch_steps, run_dir=str(tmp_path), compile_cache=compile_cache, render=False))
+    assert config.training_steps_per_epoch == base.resolved().training_steps_per_epoch
+    _, history = train(config, log=print)
+    print("success_any by epoch:", [round(m["eval/success_any"], 3) for m in history])
+    best = max(m["eval/success_any"] for m in history[1:])
+    assert best >= 0.5 and best >= history[0]["eval/success_any"] + 0.2

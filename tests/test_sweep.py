@@ -310,3 +310,49 @@ def test_report_of_a_missing_directory_fails_in_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     message = capsys.readouterr().err.strip()
     assert message == f"crl: error: no run or sweep at {tmp_path / 'nowhere'}"
+
+
+def test_agents_are_an_axis_of_the_grid_and_each_point_is_validated_for_its_agent(tmp_path,
+                                                                                  capsys):
+    argv = ["--agent", "crl", "sac", "gcbc", "--env", "point_u_maze", "--depths", "4", "16",
+            "--seeds", "0", "1", "2", "--run-dir", str(tmp_path), "--dry-run"]
+    assert sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    commands = [shlex.split(line.strip()) for line in out.splitlines()
+                if line.strip().startswith("python -m crl.train")]
+    configs = [parse_args(command[3:]) for command in commands]
+    assert sorted((c.agent, c.depth, c.seed) for c in configs) == sorted(
+        (a, d, s) for a in ("crl", "sac", "gcbc") for d in (4, 16) for s in (0, 1, 2))
+    names = {c.run_name for c in configs}
+    assert {"point_u_maze_d4_s0", "point_u_maze_sac_d16_s2", "point_u_maze_gcbc_d4_s1"} <= names
+    assert len(names) == 18
+    with pytest.raises(SystemExit):  # the sac points refuse an option of crl's
+        sweep.main(["--agent", "crl", "sac", "--energy", "dot", "--depths", "4",
+                    "--run-dir", str(tmp_path)])
+    assert "--energy does not apply to agent 'sac'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_report_has_one_row_and_one_line_per_agent(tmp_path):
+    from dataclasses import replace
+
+    for agent, her, level in (("crl", False, 30.0), ("sac", True, 60.0), ("sac", False, 10.0)):
+        for seed in (0, 1):
+            config = replace(TINY, agent=agent, her=her, seed=seed, num_epochs=1,
+                             repr_dim=64 if agent != "crl" else TINY.repr_dim)
+            config = replace(config, run_name=runs.run_label(parse_args(cli_args(config))))
+            path = tmp_path / config.run_name
+            runs.create_run(path, config)
+            runs.write_metrics(path, [
+                {"epoch": 0, "env_steps": 0, "eval/success": 0.0, "eval/success_any": 0.0},
+                {"epoch": 1, "env_steps": 10, "eval/success": level + seed,
+                 "eval/success_any": 0.5}])
+    rows = report.main([str(tmp_path), "-o", str(tmp_path / "fig.png")])
+    by_agent = {row["agent"]: row for row in rows}
+    assert set(by_agent) == {"crl", "sac+her", "sac"}
+    assert [by_agent[a]["final_mean"] for a in ("crl", "sac+her", "sac")] == [30.5, 60.5, 10.5]
+    assert all(row["finished"] == 2 for row in rows)
+    with open(tmp_path / "fig_runs.csv") as f:
+        names = {row["name"]: row["agent"] for row in csv.DictReader(f)}
+    assert names["point_u_maze_sac_her_d4_s1"] == "sac+her"
+    assert names["point_u_maze_d4_s0"] == "crl"

@@ -28,6 +28,8 @@ import optax
 from crl.buffer import Sampling
 from crl.config import Config
 from crl.distributed import AXIS
+from crl.networks.actors import TanhGaussianActor
+from crl.networks.critics import TwinQ
 from crl.networks.mlp import ResidualMLP
 
 Params = dict[str, Any]
@@ -58,6 +60,20 @@ class Agent:
         cfg = self.config
         return ResidualMLP(depth=depth, width=cfg.width, out_dim=out_dim, remat=cfg.remat,
                            dtype=jnp.dtype(cfg.compute_dtype))
+
+    def tanh_gaussian_actor(self) -> TanhGaussianActor:
+        sizes = self.sizes
+        return TanhGaussianActor(self.mlp(self.config.actor_depth, 2 * sizes.action_size),
+                                 sizes.state_size, sizes.goal_size)
+
+    def twin_critic(self) -> TwinQ:
+        sizes = self.sizes
+        return TwinQ(self.mlp(self.config.critic_depth, 1), sizes.state_size, sizes.action_size,
+                     sizes.goal_size)
+
+    def adam(self, *names: str) -> dict[str, optax.GradientTransformation]:
+        """An Adam optimiser per name, at the config's ``<name>_lr``."""
+        return {name: optax.adam(getattr(self.config, f"{name}_lr")) for name in names}
 
     @property
     def sampling(self) -> Sampling:

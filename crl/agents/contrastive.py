@@ -48,9 +48,7 @@ class ContrastiveRL(Agent):
 
     @functools.cached_property
     def optimizers(self) -> dict[str, optax.GradientTransformation]:
-        cfg = self.config
-        return {"actor": optax.adam(cfg.actor_lr), "critic": optax.adam(cfg.critic_lr),
-                "alpha": optax.adam(cfg.alpha_lr)}
+        return self.adam("actor", "critic", "alpha")
 
     @property
     def target_entropy(self) -> float:

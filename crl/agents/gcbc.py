@@ -35,9 +35,7 @@ class GCBC(Agent):
 
     @functools.cached_property
     def actor(self) -> TanhGaussianActor:
-        sizes = self.sizes
-        return TanhGaussianActor(self.mlp(self.config.actor_depth, 2 * sizes.action_size),
-                                 sizes.state_size, sizes.goal_size)
+        return self.tanh_gaussian_actor()
 
     @property
     def sampling(self) -> Sampling:
@@ -45,7 +43,7 @@ class GCBC(Agent):
 
     @functools.cached_property
     def optimizer(self) -> optax.GradientTransformation:
-        return optax.adam(self.config.actor_lr)
+        return self.adam("actor")["actor"]
 
     def init(self, key: jax.Array) -> GCBCState:
         params = {"actor": self.actor.init(key)}

@@ -57,15 +57,11 @@ class SACState:
 class SAC(Agent):
     @functools.cached_property
     def actor(self) -> TanhGaussianActor:
-        sizes = self.sizes
-        return TanhGaussianActor(self.mlp(self.config.actor_depth, 2 * sizes.action_size),
-                                 sizes.state_size, sizes.goal_size)
+        return self.tanh_gaussian_actor()
 
     @functools.cached_property
     def critic(self) -> TwinQ:
-        sizes = self.sizes
-        return TwinQ(self.mlp(self.config.critic_depth, 1), sizes.state_size, sizes.action_size,
-                     sizes.goal_size)
+        return self.twin_critic()
 
     @property
     def sampling(self) -> Sampling:
@@ -73,9 +69,7 @@ class SAC(Agent):
 
     @functools.cached_property
     def optimizers(self) -> dict[str, optax.GradientTransformation]:
-        cfg = self.config
-        return {"actor": optax.adam(cfg.actor_lr), "critic": optax.adam(cfg.critic_lr),
-                "alpha": optax.adam(cfg.alpha_lr)}
+        return self.adam("actor", "critic", "alpha")
 
     @property
     def target_entropy(self) -> float:

@@ -50,9 +50,7 @@ class TD3(Agent):
 
     @functools.cached_property
     def critic(self) -> TwinQ:
-        sizes = self.sizes
-        return TwinQ(self.mlp(self.config.critic_depth, 1), sizes.state_size, sizes.action_size,
-                     sizes.goal_size)
+        return self.twin_critic()
 
     @property
     def sampling(self) -> Sampling:
@@ -60,8 +58,7 @@ class TD3(Agent):
 
     @functools.cached_property
     def optimizers(self) -> dict[str, optax.GradientTransformation]:
-        return {"actor": optax.adam(self.config.actor_lr),
-                "critic": optax.adam(self.config.critic_lr)}
+        return self.adam("actor", "critic")
 
     def init(self, key: jax.Array) -> TD3State:
         actor_key, critic_key = jax.random.split(key)
