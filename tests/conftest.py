@@ -3,7 +3,7 @@ import os
 import tempfile
 
 import pytest
-from tiny import TINY
+from tiny import BASELINES, TINY
 
 # Tests compile into a throwaway persistent cache so that repeated shapes across tests and
 # subprocesses compile once, without touching the user's cache.
@@ -34,3 +34,25 @@ def tiny_run(tmp_path_factory, compile_cache):
                                           run_name="tiny", compile_cache=compile_cache))
     state, history = train(config, log=lambda _: None)
     return config, state, history, runs.run_path(config)
+
+
+@pytest.fixture(scope="session")
+def baseline_runs(tmp_path_factory, compile_cache):
+    """``get(name)``: the baseline ``name`` of tests/tiny.py:BASELINES trained on TINY's 2
+    epochs, trained once per session: (config, final state, history, run path)."""
+    from crl import runs
+    from crl.config import validate
+    from crl.train import train
+
+    trained = {}
+
+    def get(name: str):
+        if name not in trained:
+            config = validate(dataclasses.replace(
+                TINY, **BASELINES[name], run_dir=str(tmp_path_factory.mktemp(name)),
+                run_name=name, compile_cache=compile_cache, render=False))
+            state, history = train(config, log=lambda _: None)
+            trained[name] = config, state, history, runs.run_path(config)
+        return trained[name]
+
+    return get

@@ -79,13 +79,11 @@ def test_crl_trains_the_numbers_it_trained_before_the_split(tiny_run):
 
 # ------------------------------------------------------------ every baseline end to end
 @pytest.fixture(scope="session", params=list(BASELINES))
-def baseline_run(request, tmp_path_factory):
+def baseline_run(request, tmp_path_factory, baseline_runs):
     """A baseline on TINY: 2 epochs in one go, and 1 epoch then --resume --num-epochs 2."""
     name = request.param
-    directory = tmp_path_factory.mktemp(name)
-    config = baseline_config(directory / "whole", name)
-    state, history = train(config, log=lambda _: None)
-    first = with_epochs(baseline_config(directory / "resumed", name), 1)
+    config, state, history, _ = baseline_runs(name)
+    first = with_epochs(baseline_config(tmp_path_factory.mktemp(name) / "resumed", name), 1)
     train(first, log=lambda _: None)
     resumed = runs.resume_config(runs.run_path(first), ["--num-epochs", "2"])
     resumed_state, resumed_history = train(resumed, log=lambda _: None, resume=True)

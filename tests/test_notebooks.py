@@ -61,8 +61,10 @@ def shown_images(notebook: nbformat.NotebookNode) -> int:
 
 
 def test_the_q_values_notebook_draws_each_run_and_the_comparison_next_to_the_runs(
-        tiny_run, kernel_specs, compile_cache, tmp_path):
-    run_dirs = [shutil.copytree(tiny_run[3], tmp_path / name) for name in ("tiny_a", "tiny_b")]
+        tiny_run, baseline_runs, kernel_specs, compile_cache, tmp_path):
+    """A contrastive critic (Q and representation distance) and SAC's (Q alone) side by side."""
+    run_dirs = [shutil.copytree(run, tmp_path / name) for name, run in (
+        ("tiny_crl", tiny_run[3]), ("tiny_sac_her", baseline_runs("sac_her")[3]))]
     notebook = execute("q_values.ipynb",
                        {"run_dirs": [str(run_dir) for run_dir in run_dirs],
                         "points_per_cell": 4, "best_of": 2},
