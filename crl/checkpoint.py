@@ -17,9 +17,14 @@ gathered onto one host.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import logging
 import math
+import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +37,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 import crl
 from crl import distributed
 from crl.config import Config, config_from_dict, fixed_field_changes
-from crl.runs import CHECKPOINT_DIR, RunError
+from crl.runs import CHECKPOINT_DIR, RunError, write_error
 
 UNREADABLE_DIR = "unreadable_checkpoints"
 
@@ -114,6 +119,75 @@ def directory_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
+@contextlib.contextmanager
+def _orbax_quiet():
+    """Orbax logs a failed write's traceback from each of its writing threads, asyncio those of
+    its tasks, and TensorStore's callbacks report errors of Orbax's event loops, closed by then;
+    the error the save raises is what crl reports (in one line), so that noise is held back.
+    After a failed save it stays held back: the threads and callbacks go on while the run ends."""
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+    levels, previous = [logger.level for logger in loggers], sys.unraisablehook
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError)
+                and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    sys.unraisablehook = hook
+    try:
+        yield
+    except BaseException:
+        raise
+    else:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+        sys.unraisablehook = previous
+
+
+# errno values of failures that say nothing about the checkpoint's bytes.
+_TRANSIENT_ERRNOS = {errno.ENOMEM, errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.ETIMEDOUT,
+                     errno.ESTALE, errno.ECONNRESET, errno.ECONNREFUSED, errno.EMFILE,
+                     errno.ENFILE, errno.EHOSTUNREACH, errno.ENETUNREACH}
+_TRANSIENT_WORDS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "DEADLINE_EXCEEDED",
+                    "UNAVAILABLE", "Resource temporarily unavailable")
+
+
+def _causes(error: BaseException):
+    """``error`` and the exceptions it was raised from or during."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError behind ``error`` (Orbax and TensorStore wrap them), if any."""
+    for cause in _causes(error):
+        if isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError):
+            return cause
+    text = str(error)
+    for code in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EACCES):
+        if os.strerror(code) in text:
+            return OSError(code, os.strerror(code))
+    return None
+
+
+def _is_damage(error: BaseException) -> bool:
+    """Whether a failed restore shows the checkpoint itself is bad, rather than a lack of
+    memory or a transient I/O error (after which the same checkpoint may load fine)."""
+    for cause in _causes(error):
+        if isinstance(cause, MemoryError):
+            return False
+        if isinstance(cause, OSError) and cause.errno in _TRANSIENT_ERRNOS:
+            return False
+        if any(word in str(cause) for word in _TRANSIENT_WORDS):
+            return False
+    return True
+
+
 class Checkpoints:
     """The checkpoints of one run directory, by epoch.
 
@@ -156,8 +230,19 @@ class Checkpoints:
         }
         if meta.has_buffer:
             items["buffer"] = ocp.args.StandardSave(state.buffer)
-        self.manager.save(meta.epoch, args=ocp.args.Composite(**items), force=True)
-        self.manager.wait_until_finished()
+        try:
+            with _orbax_quiet():
+                self.manager.save(meta.epoch, args=ocp.args.Composite(**items), force=True)
+                self.manager.wait_until_finished()
+        except Exception as error:
+            os_error = _os_error(error)
+            if os_error is None:
+                raise
+            # The unfinished checkpoint takes space the user now needs; the earlier ones are
+            # complete and stay (Orbax deletes old checkpoints only after a save succeeds).
+            for partial in self.directory.glob(f"{meta.epoch}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(partial, ignore_errors=True)
+            raise write_error(self.directory / str(meta.epoch), os_error) from None
         return time.perf_counter() - start
 
     def meta(self, epoch: int) -> Meta:
@@ -205,8 +290,15 @@ class Checkpoints:
                 result = self.restore(trainer, epoch)
             except RunError:
                 raise
-            except Exception as error:  # any failure to read: try the checkpoint before
+            except Exception as error:
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                if not _is_damage(error):  # the checkpoint may be fine: leave it as it is
+                    raise RunError(
+                        f"checkpoint {epoch} of {self.run_path} could not be loaded "
+                        f"({type(error).__name__}: {reason[:200]}), which does not show it is "
+                        "damaged; it was left in place: try again (with more free memory)"
+                    ) from None
+                # Damaged (a lost file, bad data): try the checkpoint before.
                 log(f"checkpoint {epoch} is unreadable ({type(error).__name__}: {reason[:200]})")
                 unreadable.append(epoch)
                 continue

@@ -3,9 +3,17 @@ JAX work. Defaults are the paper's (Wang et al. 2025, built on JaxGCRL)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
+import io
+import math
+import os
 import sys
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from crl import agents, envs
 from crl.losses import CONTRASTIVE_LOSSES, ENERGIES
@@ -41,6 +49,7 @@ class Config:
     critic_depth: int | None = None
     """Overrides `depth` for the critic (crl: both encoders; sac, td3: both Q-networks)."""
     width: int = 256
+    """Units of every hidden layer of the residual blocks."""
     repr_dim: int = 64
     """Size of the representations phi(s, a) and psi(g) (crl)."""
     remat: str = "elementwise"
@@ -63,10 +72,13 @@ class Config:
     target_entropy: float | None = None
     """Entropy target of the temperature; default -0.5 * action size (crl), -action size (sac)."""
     actor_lr: float = 3e-4
+    """Learning rate of the actor (Adam)."""
     critic_lr: float = 3e-4
+    """Learning rate of the critic (Adam)."""
     alpha_lr: float = 3e-4
     """Learning rate of the temperature (crl, sac)."""
     batch_size: int = 512
+    """Transitions per SGD step, over all devices."""
     tau: float = 0.005
     """Polyak rate of the target networks (sac, td3)."""
     her: bool = False
@@ -85,6 +97,7 @@ class Config:
 
     # Data and schedule
     num_envs: int = 512
+    """Envs stepped in parallel, over all devices."""
     unroll_length: int = 62
     """Env steps collected per env in each training step."""
     max_replay_size: int = 10_000
@@ -92,10 +105,15 @@ class Config:
     min_replay_size: int = 1_000
     """Time steps per env collected before training starts."""
     num_sgd_batches_per_training_step: int = 800
+    """Most SGD steps per training step (fewer when the unroll holds fewer batches)."""
     total_env_steps: int = 100_000_000
+    """Env steps of the whole run, prefill included."""
     num_epochs: int = 100
+    """Epochs of the run: each is one compiled call, then an evaluation and a checkpoint."""
     num_eval_envs: int = 128
+    """Evaluation episodes after each epoch (one per env)."""
     seed: int = 0
+    """Seed of every random number of the run (an integer in [0, 2**31))."""
 
     # Run
     run_dir: str = "runs"
@@ -115,16 +133,22 @@ class Config:
     wandb: bool = False
     """Also log to Weights & Biases (WANDB_MODE=offline works without an account)."""
     wandb_project: str = "crl"
+    """W&B project."""
     wandb_entity: str | None = None
+    """W&B entity (user or team); default: your default entity."""
     wandb_group: str | None = None
+    """W&B group, e.g. the name of a sweep."""
     wandb_tags: tuple[str, ...] = ()
+    """W&B tags."""
 
     # Launch: several processes (hosts) training one agent. Under Slurm (srun with several
     # tasks) they are found automatically; elsewhere give all three.
     coordinator_address: str | None = None
     """host:port of process 0, e.g. node001:12345."""
     num_processes: int | None = None
+    """Processes of a multi-process launch."""
     process_id: int | None = None
+    """This process's index in [0, num_processes)."""
 
     def resolved(self) -> Config:
         """The config with every default that depends on the env or on `depth` filled in."""
@@ -190,9 +214,53 @@ def _validate_agent(config: Config) -> None:
         raise ConfigError(f"policy_delay={config.policy_delay} must be a positive integer")
 
 
+def _validate_numbers(config: Config) -> None:
+    for field in dataclasses.fields(Config):
+        value = getattr(config, field.name)
+        if field.type in ("float", "float | None") and value is not None \
+                and not math.isfinite(value):
+            raise ConfigError(f"{field.name}={value} must be a finite number")
+    if not 0 <= config.seed < 2**31:
+        raise ConfigError(f"seed={config.seed} must be an integer in [0, 2**31)")
+
+
+def _validate_paths(config: Config) -> None:
+    """Refuse a run name that is not one directory name, and a run or cache directory that
+    is not a directory or cannot be written, before anything is compiled or written."""
+    name = config.run_name
+    if name is not None and (name in ("", ".", "..") or "/" in name or os.sep in name):
+        raise ConfigError(f"run_name={name!r} must be one directory name: not empty, '.' or "
+                          "'..', without '/'")
+    for option, directory in (("run_dir", config.run_dir), ("compile_cache", config.compile_cache)):
+        if not directory:
+            if option == "run_dir":
+                raise ConfigError("run_dir='' must name a directory, e.g. runs")
+            continue
+        path = Path(directory).expanduser()
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(f"{option}={directory!r}: {existing} is a file, not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{option}={directory!r}: {existing} is not writable")
+
+
+def check_device_split(config: Config, num_devices: int) -> None:
+    """Refuse sizes that do not split evenly over ``num_devices`` devices."""
+    for name in ("num_envs", "batch_size", "num_eval_envs"):
+        value = getattr(config, name)
+        if value % num_devices:
+            fitting = -(-value // num_devices) * num_devices
+            raise ConfigError(f"{name}={value} must divide by the {num_devices} devices: use a "
+                              f"multiple of {num_devices}, e.g. {fitting}")
+
+
 def validate(config: Config) -> Config:
     """Return the resolved config or raise ConfigError. Imports nothing heavy."""
     _validate_agent(config)
+    _validate_numbers(config)
+    _validate_paths(config)
     for name in ("env", "eval_env"):
         value = getattr(config, name)
         if value is not None:
@@ -223,6 +291,13 @@ def validate(config: Config) -> Config:
         if config.backend not in spec.backends:
             raise ConfigError(f"backend={config.backend!r} cannot run env {config.env!r}; "
                               f"valid: {', '.join(spec.backends)}")
+    eval_spec = envs.get_spec(config.eval_env or config.env)
+    backend = config.backend or spec.default_backend
+    if eval_spec is not spec and eval_spec.default_backend is not None and backend is not None \
+            and backend not in eval_spec.backends:
+        raise ConfigError(f"eval_env={config.eval_env!r} cannot run on backend {backend!r}, "
+                          f"which trains env {config.env!r}; its backends: "
+                          f"{', '.join(eval_spec.backends)}")
     for name in ("depth", "actor_depth", "critic_depth"):
         value = getattr(config, name)
         if value is not None and (value <= 0 or value % 4):
@@ -252,6 +327,9 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{name}={getattr(config, name)} must be positive")
     if not 0 < config.discount < 1:
         raise ConfigError(f"discount={config.discount} must be in (0, 1)")
+    if np.float32(config.discount) >= 1:  # the networks and the goal sampling use float32
+        raise ConfigError(f"discount={config.discount} is 1.0 in float32, which would make "
+                          "hindsight goals uniform over the window; use at most 0.9999999")
     if config.logsumexp_penalty < 0:
         raise ConfigError(f"logsumexp_penalty={config.logsumexp_penalty} must be >= 0")
 
@@ -318,33 +396,88 @@ PRESETS |= {
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    """Parse ``--preset NAME`` (optional, first) and every Config field, then validate.
+    """Parse ``--preset NAME`` (optional) and every Config field, then validate.
     Exits with one line on stderr for an invalid configuration."""
-    import tyro
-
     argv = list(sys.argv[1:] if argv is None else argv)
     default = Config()
-    if "--preset" in argv:
-        at = argv.index("--preset")
-        name = argv[at + 1] if at + 1 < len(argv) else ""
-        if name not in PRESETS:
-            fail(f"preset={name!r} is unknown; valid: {', '.join(PRESETS)}")
-        default = PRESETS[name]
-        del argv[at:at + 2]
-    config = tyro.cli(Config, default=default, args=argv,
-                      description="Train a goal-conditioned contrastive RL agent. "
-                                  f"--preset NAME starts from a preset ({', '.join(PRESETS)}); "
-                                  "--resume RUN_DIR continues a run (docs/runs.md).")
+    for at, arg in enumerate(argv):
+        if arg == "--preset" or arg.startswith("--preset="):
+            name = arg.partition("=")[2] if "=" in arg else (argv[at + 1] if at + 1 < len(argv)
+                                                             else "")
+            if name not in PRESETS:
+                fail(f"preset={name!r} is unknown; valid: {', '.join(PRESETS)}")
+            default = PRESETS[name]
+            del argv[at:at + (1 if "=" in arg else 2)]
+            break
+    config = _cli(default, argv, "Train a goal-conditioned RL agent. --preset NAME starts from "
+                  f"a preset ({', '.join(PRESETS)}); --resume RUN_DIR continues a run "
+                  "(docs/runs.md).")
     try:
         return validate(config)
     except ConfigError as error:
         fail(str(error))
 
 
+def option_flags() -> list[str]:
+    """Every ``--flag`` of a Config field (``--no-FLAG`` of the booleans too)."""
+    flags = []
+    for field in dataclasses.fields(Config):
+        flag = "--" + field.name.replace("_", "-")
+        flags += [flag, "--no-" + flag[2:]] if field.type in ("bool", bool) else [flag]
+    return flags
+
+
+def check_option(flag: str, extra: tuple[str, ...] = (),
+                 where: str = "python -m crl.train") -> None:
+    """Exit with one line, naming the closest valid option, for a flag that is no option."""
+    valid = [*option_flags(), *extra]
+    if flag in valid:
+        return
+    close = difflib.get_close_matches(flag, valid, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    fail(f"unknown option {flag}; {hint}{where} --help lists the valid ones")
+
+
+def _cli(default: Config, argv: list[str], description: str) -> Config:
+    """tyro's parse of ``argv`` over ``default``, its errors turned into one line."""
+    import tyro
+
+    for arg in argv:
+        if arg.startswith("--") and arg not in ("--help",):
+            check_option(arg.partition("=")[0], extra=("--help", "--preset", "--resume"))
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            return tyro.cli(Config, default=default, args=argv, description=description)
+    except SystemExit as exit:
+        if not exit.code:  # --help
+            sys.stderr.write(errors.getvalue())
+            raise
+        fail(_tyro_reason(errors.getvalue()))
+
+
+def _tyro_reason(text: str) -> str:
+    """The message of one of tyro's error panels on one line: after its heading, the lines up
+    to the next rule (the panel is drawn with box characters on a terminal, '-' elsewhere)."""
+    box = " -\u2500\u2502\u256d\u256e\u2570\u256f"
+    raw = text.splitlines()
+    lines = [line.strip(box) for line in raw]
+    is_rule = [bool(r.strip()) and not line for r, line in zip(raw, lines, strict=True)]
+    message, started = [], False
+    for line, rule in list(zip(lines, is_rule, strict=True))[1:]:
+        if rule and started:
+            break
+        if line:
+            message.append(line)
+            started = True
+    return f"{' '.join(message) or text.strip()} (python -m crl.train --help lists the options)"
+
+
 # Fields a resumed run cannot change: they fix the shapes of the saved state, or (agent, env,
 # seed) what the run is.
-FIXED_ON_RESUME = ("agent", "her", "env", "backend", "depth", "actor_depth", "critic_depth",
-                   "width", "repr_dim", "num_envs", "max_replay_size", "seed")
+FIXED_ON_RESUME = ("agent", "her", "env", "backend", "maze_layout", "episode_length", "depth",
+                   "actor_depth", "critic_depth", "width", "repr_dim", "num_envs",
+                   "max_replay_size", "seed")
 
 
 def fixed_field_changes(saved: Config, requested: Config) -> list[str]:
@@ -367,22 +500,24 @@ def parse_resume_args(saved: Config, argv: list[str]) -> Config:
 
     Changing ``num_epochs`` alone keeps the length of an epoch (``total_env_steps`` follows), so
     ``--num-epochs 200`` extends a 100-epoch run by 100 epochs like the first ones. Fields of
-    FIXED_ON_RESUME are checked against the checkpoint when the run is resumed.
+    FIXED_ON_RESUME cannot change (they are checked against the checkpoint again when it is
+    restored).
     """
-    import tyro
-
     for flag in ("--preset", "--run-dir", "--run-name"):
         if any(arg == flag or arg.startswith(flag + "=") for arg in argv):
             fail(f"{flag} cannot be combined with --resume: the run directory names the run "
                  "and holds its configuration")
-    config = tyro.cli(Config, default=saved, args=argv,
-                      description="Resume a run: options given here change the run's saved "
-                                  "configuration (see docs/runs.md).")
+    config = _cli(saved, argv, "Resume a run: options given here change the run's saved "
+                  "configuration (see docs/runs.md).")
     if config.num_epochs != saved.num_epochs and config.total_env_steps == saved.total_env_steps:
         config = dataclasses.replace(config, total_env_steps=(
             saved.min_replay_size * saved.num_envs
             + config.num_epochs * saved.training_steps_per_epoch
             * saved.env_steps_per_training_step))
+    changes = fixed_field_changes(saved, config)  # the saved config is resolved: compare as is
+    if changes:
+        fail(f"cannot resume with {', '.join(changes)}: these fields fix the shapes of the saved "
+             "state (or what the run is); start a new run instead")
     try:
         return validate(config)
     except ConfigError as error:

@@ -57,15 +57,8 @@ def open_run(path: Path, env: str | None = None, episodes: int | None = None,
             raise ConfigError(f"--episodes {episodes} must be a positive integer")
         changes["num_eval_envs"] = episodes
     config = validate(dataclasses.replace(config, **changes))
+    trainer = Trainer(config, devices)  # refuses an env whose observations the policy can't read
     checkpoints = Checkpoints(path)
-    trainer = Trainer(config, devices)
-    trained, evaluated = trainer.goal_env, trainer.eval_env.unwrapped
-    layout = ("state_size", "goal_indices", "action_size")
-    if any(getattr(trained, name) != getattr(evaluated, name) for name in layout):
-        shown = ", ".join(f"{name} {getattr(trained, name)} vs {getattr(evaluated, name)}"
-                          for name in layout)
-        raise ConfigError(f"--env {config.eval_env} does not fit the policy of {path}, trained on "
-                          f"{config.env}: {shown}")
     params, meta = checkpoints.restore_params(trainer, epoch)
     checkpoints.close()
     return trainer, params, meta

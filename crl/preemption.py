@@ -1,6 +1,9 @@
 """Preemption: SIGTERM, SIGUSR1 or SIGUSR2 (what Slurm sends before it stops a job: SIGTERM on
 preemption, the ``--signal`` of the job, USR2 for jobs launched by submitit, near its time
-limit) asks the run to stop.
+limit) or a first Ctrl-C (SIGINT) asks the run to stop. A second Ctrl-C ends the process at
+once: the first one restores the OS's default action of SIGINT (Python's own handler would wait
+for the compiled epoch in progress to return); checkpoints are written atomically, so the last
+complete one is intact.
 
 The handler only records the signal. The training loop looks at it after every epoch (an epoch
 is one compiled call and cannot be cut short), checkpoints and raises ``Preempted``, which
@@ -10,12 +13,15 @@ run agree on it, so they all stop after the same epoch.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
 import numpy as np
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
+CTRL_C_MESSAGE = (b"crl: Ctrl-C: stopping after this epoch and its checkpoint; press Ctrl-C again "
+                  b"to stop at once (the last checkpoint is kept)\n")
 
 
 class Preempted(Exception):
@@ -37,7 +43,10 @@ class PreemptionWatch:
         self._previous = {}
 
     def _record(self, signum, _frame) -> None:
-        self.received = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.write(2, CTRL_C_MESSAGE)  # not print: a handler may interrupt a print
+        self.received = self.received or signal.Signals(signum).name
 
     def agreed(self) -> str | None:
         """The signal received by this or any other process of the run, or None. Every process

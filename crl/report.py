@@ -66,7 +66,7 @@ def _options_label(values: dict[str, str]) -> str:
 def read_run(path: Path, metric: str, values: dict[str, str] | None = None) -> RunResult:
     """The result of one run directory (``values``: its swept options, if from a sweep)."""
     config = runs.load_config(path)
-    history = runs.read_metrics(path) if (path / runs.METRICS_FILE).exists() else []
+    history = runs.read_metrics(path)
     if not history:
         return _not_started(path.name, {"env": config.env, "agent": runs.agent_label(config),
                                         "depth": config.depth,

@@ -8,11 +8,16 @@ described in docs/runs.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import json
 import math
 import os
 import secrets
+import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -24,10 +29,106 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 WANDB_ID_FILE = "wandb_id"
+LOCK_FILE = "lock"
 
 
 class RunError(ValueError):
     """A run directory that cannot be used as asked; the message is one line."""
+
+
+class WriteError(RunError):
+    """A run's file could not be written (a full disk, a read-only filesystem); what was
+    written before is intact."""
+
+
+def write_error(file: Path, error: OSError) -> WriteError:
+    """The one-line error of a failed write of ``file``, with the free space where it goes."""
+    try:
+        free = f"{shutil.disk_usage(Path(file).parent).free / 2**20:,.0f} MiB free there"
+    except OSError:
+        free = "its directory is unreadable"
+    reason = error.strerror or str(error) or type(error).__name__
+    return WriteError(f"cannot write {file}: {reason} ({free}); what the run wrote before is "
+                      "intact: free space, then continue with --resume")
+
+
+class RunLock:
+    """An exclusive lock of a run directory, held while a process trains it: ``<run>/lock``,
+    locked with ``flock``, which the OS releases when the process ends however it ends, so that
+    the lock file a killed process leaves is taken over by the next one. The file records the
+    holder (pid, host, start) for the message of a process that finds it taken, and is removed
+    when the holder ends normally.
+
+    ``flock`` does not lock across hosts on every network filesystem; on those, two hosts can
+    still start the same run."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.file = self.path / LOCK_FILE
+        self._fd: int | None = None
+        self._created_directory = False
+
+    def __enter__(self) -> RunLock:
+        self._created_directory = not self.path.exists()
+        while self._fd is None:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise write_error(self.file, error) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                os.close(fd)
+                if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise write_error(self.file, error) from None
+                holder = lock_holder(self.path) or "another process"
+                raise RunError(f"{self.path} is in use by {holder}; wait for it to end or stop "
+                               "it, then try again") from None
+            if self._is_current(fd):
+                self._fd = fd
+            else:  # its holder removed it between our open and our lock: lock the new one
+                os.close(fd)
+        holder = (f"pid {os.getpid()} on {socket.gethostname()} since "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, (holder + "\n").encode())
+        return self
+
+    def _is_current(self, fd: int) -> bool:
+        try:
+            return os.stat(self.file).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    def __exit__(self, *_) -> None:
+        if self._fd is None:
+            return
+        self.file.unlink(missing_ok=True)  # still locked: no one else can hold it meanwhile
+        os.close(self._fd)
+        self._fd = None
+        if self._created_directory:  # made for the lock, and used by nothing else
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds the lock of run directory ``path`` (``pid N on HOST since ...``), or None when
+    no live process does."""
+    file = Path(path) / LOCK_FILE
+    try:
+        fd = os.open(file, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def agent_label(config: Config) -> str:
@@ -56,22 +157,32 @@ def run_path(config: Config) -> Path:
 
 def check_new_run(path: Path) -> None:
     """Refuse to start a new run over an existing one's files."""
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and any(entry.name != LOCK_FILE for entry in path.iterdir()):
         raise FileExistsError(f"run directory {path} already holds a run; choose another "
                               f"--run-name, remove it, or continue it with --resume {path}")
 
 
 def create_run(path: Path, config: Config) -> None:
-    check_new_run(path)
     path.mkdir(parents=True, exist_ok=True)
     write_config(path, config)
 
 
+def remove_run_files(path: Path) -> None:
+    """Remove what a new run wrote into ``path``, except the lock its process still holds."""
+    for entry in Path(path).iterdir():
+        if entry.name != LOCK_FILE:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
 def write_text_atomically(file: Path, text: str) -> None:
-    """Replace ``file`` in one rename, so a crash leaves either the old or the new text."""
+    """Replace ``file`` in one rename, so a crash or a full disk leaves the old text whole."""
     partial = file.with_name(file.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, file)
+    try:
+        partial.write_text(text)
+        os.replace(partial, file)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise write_error(file, error) from None
 
 
 def write_config(path: Path, config: Config) -> None:
@@ -95,9 +206,8 @@ def resume_config(path: Path, argv: list[str]) -> Config:
     path = Path(path).expanduser()
     # How the processes meet is the launch's business, not the run's: give it again if needed.
     saved = dataclasses.replace(load_config(path), coordinator_address=None, num_processes=None,
-                                process_id=None)
-    config = parse_resume_args(saved, argv)
-    return dataclasses.replace(config, run_dir=str(path.parent), run_name=path.name)
+                                process_id=None, run_dir=str(path.parent), run_name=path.name)
+    return parse_resume_args(saved, argv)
 
 
 def checkpointed_epochs(path: Path) -> list[int]:
@@ -110,28 +220,59 @@ def checkpointed_epochs(path: Path) -> list[int]:
 
 
 def append_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    with open(path / METRICS_FILE, "a") as f:
-        f.write(json.dumps(metrics) + "\n")
+    """Add one line to metrics.jsonl; a failed write (a full disk) is undone, so the file never
+    ends in a partial line."""
+    file = Path(path) / METRICS_FILE
+    line = (json.dumps(metrics) + "\n").encode()
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise write_error(file, error) from None
+    size = os.fstat(fd).st_size
+    try:
+        written = 0
+        while written < len(line):  # a nearly full disk takes part of a write
+            written += os.write(fd, line[written:])
+        os.fsync(fd)
+    except OSError as error:
+        os.ftruncate(fd, size)
+        raise write_error(file, error) from None
+    finally:
+        os.close(fd)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Every epoch's metrics of a run (``[]`` without metrics.jsonl). A last line cut short (a
+    process killed mid-write) is left out; a damaged line before it is an error naming it.
+    Every reader of metrics goes through here."""
     file = Path(path) / METRICS_FILE
-    return [json.loads(line) for line in file.read_text().splitlines() if line]
-
-
-def metrics_until(path: Path, last_epoch: int) -> list[dict[str, Any]]:
-    """The metrics of epochs up to ``last_epoch``; a line cut short by a killed process, or one
-    of a later epoch (which a resumed run redoes), is left out."""
-    file = Path(path) / METRICS_FILE
-    kept = []
-    for line in (file.read_text().splitlines() if file.exists() else []):
+    try:
+        lines = file.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as error:
+        raise RunError(f"cannot read {file}: {error}") from None
+    history = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             metrics = json.loads(line)
         except json.JSONDecodeError:
-            continue
-        if metrics["epoch"] <= last_epoch:
-            kept.append(metrics)
-    return kept
+            if number == len(lines):  # a write cut short
+                break
+            raise RunError(f"{file} line {number} is damaged (not JSON); repair or delete that "
+                           "line") from None
+        if not isinstance(metrics, dict) or "epoch" not in metrics:
+            raise RunError(f"{file} line {number} is not one epoch's metrics (no 'epoch')")
+        history.append(metrics)
+    return history
+
+
+def metrics_until(path: Path, last_epoch: int) -> list[dict[str, Any]]:
+    """The metrics of epochs up to ``last_epoch`` (those of later epochs, which a resumed run
+    redoes, are left out)."""
+    return [metrics for metrics in read_metrics(path) if metrics["epoch"] <= last_epoch]
 
 
 def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:

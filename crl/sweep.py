@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import itertools
 import json
 import os
@@ -36,7 +35,7 @@ from typing import Any
 import submitit
 
 from crl import runs
-from crl.config import Config, fail, parse_args
+from crl.config import Config, ConfigError, check_device_split, check_option, fail, parse_args
 
 SWEEP_FILE = "sweep.json"
 SUBMITIT_DIR = "submitit"
@@ -83,16 +82,8 @@ def check_train_flag(flag: str) -> None:
     """Refuse a flag that python -m crl.train does not take, or that the sweep sets itself."""
     if flag in RESERVED:
         fail(f"{flag} cannot be given to a sweep: {RESERVED[flag]}")
-    fields = {field.name: field for field in dataclasses.fields(Config)}
-    name = _field_of(flag)
-    bools = {n for n, f in fields.items() if f.type in ("bool", bool)}
-    if name in fields or flag == "--preset" or (name.startswith("no_") and name[3:] in bools):
-        return
-    valid = sorted(["--" + n.replace("_", "-") for n in fields] + list(SWEPT_BY_DEFAULT))
-    close = difflib.get_close_matches(flag, valid, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
-    fail(f"unknown option {flag}; {hint}valid: the sweep's own (python -m crl.sweep --help) and "
-         f"those of python -m crl.train: {', '.join(valid)}")
+    check_option(flag, extra=("--preset", *SWEPT_BY_DEFAULT),
+                 where="python -m crl.sweep --help and python -m crl.train")
 
 
 def split_axes(groups: list[tuple[str, list[str]]]) -> tuple[list[str], dict[str, list[str]]]:
@@ -136,7 +127,10 @@ def build_grid(base: list[str], axes: dict[str, list[str]]) -> list[SweepRun]:
 
 # ---------------------------------------------------------------- one job
 def run_status(path: Path) -> str:
-    """``new``, ``resume`` (complete checkpoints, not yet of the last epoch) or ``finished``."""
+    """``new``, ``resume`` (complete checkpoints, not yet of the last epoch), ``finished`` or
+    ``running`` (a live process holds the run's lock)."""
+    if runs.lock_holder(path):
+        return "running"
     epochs = runs.checkpointed_epochs(path)
     if not epochs or not (path / runs.CONFIG_FILE).is_file():
         return "new"
@@ -169,12 +163,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         status = run_status(path)
         if status == "finished":
             return
-        if status == "new" and path.exists():
-            # Stopped before its first complete checkpoint (while compiling, say): nothing in
-            # it can be resumed.
-            print(f"crl.sweep: {path} has no complete checkpoint; starting it again", flush=True)
-            shutil.rmtree(path)
-        args = ["--resume", str(path)] if status == "resume" else self.train_args
+        # A run with a config (even one stopped before its first checkpoint, which crl.train
+        # then starts from scratch) is resumed; nothing of a run directory is ever deleted
+        # here. One still running makes crl.train refuse in one line.
+        resumable = status in ("resume", "running") or (path / runs.CONFIG_FILE).is_file()
+        args = ["--resume", str(path)] if resumable else self.train_args
         env = {**os.environ, **{k: v for k, v in self.environment.items() if v is not None}}
         for name in (k for k, v in self.environment.items() if v is None):
             env.pop(name, None)
@@ -199,6 +192,8 @@ class TrainJob(submitit.helpers.Checkpointable):
                 raise RuntimeError(f"python -m crl.train for {self.run_path} exited with code "
                                    f"{code}; re-run the sweep command to resume it")
         metrics = runs.read_metrics(Path(self.run_path))
+        if not metrics:
+            raise RuntimeError(f"{self.run_path} logged no metrics; see its log")
         return {"run": self.run_path, **metrics[-1]}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
@@ -288,6 +283,19 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str], dict[str, lis
     return args, base, axes
 
 
+def check_devices(grid: list[SweepRun], args: argparse.Namespace) -> None:
+    """Refuse sizes that the devices of each job cannot split, when the sweep knows how many a
+    job gets (--gpus-per-job, or Slurm's default of one); jobs that share this machine's
+    devices check at their start, in one line, since counting them here would take the GPUs."""
+    devices = args.gpus_per_job or (1 if args.launcher == "slurm" else None)
+    if devices:
+        for run in grid:
+            try:
+                check_device_split(run.config, devices)
+            except ConfigError as error:
+                fail(f"{run.name}: {error} of each job (--gpus-per-job {devices})")
+
+
 def _sweep_dir(args: argparse.Namespace, grid: list[SweepRun]) -> Path:
     envs = "+".join(dict.fromkeys(run.config.env for run in grid))
     return Path(args.run_dir).expanduser().absolute() / (args.name or f"sweep_{envs}")
@@ -348,6 +356,8 @@ def _describe(status: str, path: Path) -> str:
         return f"resume after epoch {runs.checkpointed_epochs(path)[-1]}"
     if status == "finished":
         return "finished: skipped"
+    if status == "running":
+        return f"running ({runs.lock_holder(path) or 'ended just now'}): skipped"
     return "new" if status == "new" else f"Slurm job {status.lower()}: skipped"
 
 
@@ -460,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, base, axes = parse(argv)
     grid = build_grid(base, axes)  # every point validated before anything else
+    check_devices(grid, args)
     sweep_dir = _sweep_dir(args, grid)
 
     if args.wandb_sweep:

@@ -1,6 +1,9 @@
 """Weights & Biases logging (``--wandb``): one wandb step per epoch, the run's id kept in the
 run directory so that a resumed run continues the same wandb run.
 
+wandb buffers and retries in its own process when the network is down; should it fail outright,
+the run warns once and goes on without it.
+
 ``WANDB_MODE=offline`` logs to ``<run>/wandb/`` without an account; ``wandb sync <run>/wandb``
 uploads later (the offline directories of a resumed run share its id and sync into one run).
 """
@@ -8,6 +11,7 @@ uploads later (the offline directories of a resumed run share its id and sync in
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ class WandbRun:
     def __init__(self, path: Path, config: Config, history: list[dict[str, Any]]):
         import wandb
 
+        self.failed = False
         first_use = not (path / runs.WANDB_ID_FILE).exists()
         self.run = wandb.init(
             project=config.wandb_project, entity=config.wandb_entity, group=config.wandb_group,
@@ -35,10 +40,27 @@ class WandbRun:
 
     def log(self, metrics: dict[str, Any]) -> None:
         # wandb keeps the first values of an epoch that a resume redoes: its steps only grow.
-        if metrics["epoch"] >= self.run.step:
-            self.run.log(metrics, step=metrics["epoch"])
+        if self.failed:
+            return
+        try:
+            if metrics["epoch"] >= self.run.step:
+                self.run.log(metrics, step=metrics["epoch"])
+        except Exception as error:  # never stop a run for its dashboard
+            self._give_up(error)
 
     def finish(self, preempted: bool = False, failed: bool = False) -> None:
-        if preempted:
-            self.run.mark_preempting()
-        self.run.finish(exit_code=1 if failed else 0)
+        try:
+            if preempted:
+                self.run.mark_preempting()
+            self.run.finish(exit_code=1 if failed else 0)
+        except Exception as error:
+            self._give_up(error)
+
+    def _give_up(self, error: Exception) -> None:
+        """Stop logging to wandb, with one warning; metrics.jsonl has every epoch anyway."""
+        if not self.failed:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            print(f"crl: warning: wandb failed ({type(error).__name__}: {reason[:200]}); "
+                  "training goes on without it and metrics.jsonl keeps every epoch",
+                  file=sys.stderr, flush=True)
+        self.failed = True

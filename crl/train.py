@@ -12,9 +12,9 @@ device is a mesh of size one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -32,8 +32,8 @@ from crl import buffer as replay
 from crl import distributed, runs
 from crl.agents import make_agent
 from crl.agents.base import Agent, EnvSizes, Params
-from crl.checkpoint import CHECKPOINT_DIR, Checkpoints, Meta, directory_size
-from crl.config import Config, ConfigError, fail, parse_args
+from crl.checkpoint import Checkpoints, Meta, directory_size
+from crl.config import Config, ConfigError, check_device_split, fail, parse_args
 from crl.distributed import AXIS
 from crl.divergence import Diverged, first_non_finite
 from crl.envs import get_spec
@@ -44,8 +44,10 @@ from crl.render import render_policy
 from crl.tracking import WandbRun
 
 # Exit codes of `python -m crl.train` (2: invalid input, before anything is written).
-EXIT_PREEMPTED = 3  # stopped by SIGTERM/SIGUSR1/SIGUSR2 after checkpointing: resume with --resume
+EXIT_PREEMPTED = 3  # stopped by a signal (SIGTERM, SIGUSR1/2, Ctrl-C) after checkpointing
 EXIT_DIVERGED = 4  # a non-finite loss or parameter: the last good checkpoint is kept
+EXIT_WRITE_FAILED = 5  # a file of the run could not be written (disk full): resume once fixed
+EXIT_INTERRUPTED = 130  # Ctrl-C outside training, or twice: the last checkpoint is intact
 
 EASY_RADIUS = 2.0
 
@@ -75,17 +77,12 @@ class Trainer:
         devices = devices if devices is not None else jax.devices()
         self.mesh = Mesh(np.asarray(devices), (AXIS,))
         self.num_devices = len(devices)
-        for name in ("num_envs", "batch_size", "num_eval_envs"):
-            if getattr(config, name) % self.num_devices:
-                raise ConfigError(f"{name}={getattr(config, name)} must divide by the "
-                                  f"{self.num_devices} devices")
+        check_device_split(config, self.num_devices)
         spec = get_spec(config.env)
         self.success_radius = spec.success_radius
         self.goal_env = spec.make(config.backend, config.maze_layout)
         self.env = EpisodeBatch(self.goal_env, config.episode_length)
-        eval_spec = get_spec(config.eval_env)
-        eval_goal_env = (self.goal_env if config.eval_env == config.env
-                         else eval_spec.make(config.backend if eval_spec.default_backend else None))
+        eval_goal_env = make_eval_env(config, self.goal_env)
         self.eval_env = EpisodeBatch(eval_goal_env, config.episode_length)
         sizes = EnvSizes(self.goal_env.state_size, self.goal_env.goal_size,
                          self.goal_env.action_size)
@@ -273,6 +270,24 @@ class Trainer:
                              PartitionSpec(), donate=False)
 
 
+def make_eval_env(config: Config, goal_env: Any) -> Any:
+    """The goal env of ``config.eval_env`` (``goal_env`` itself when it is the training env).
+    Refuses one whose observations are laid out differently: the policy could not read them."""
+    if config.eval_env == config.env:
+        return goal_env
+    eval_spec = get_spec(config.eval_env)
+    eval_env = eval_spec.make(config.backend if eval_spec.default_backend else None)
+    layout = lambda env: (env.state_size, env.goal_size, env.action_size,
+                          tuple(np.asarray(env.goal_indices).tolist()))
+    if layout(eval_env) != layout(goal_env):
+        raise ConfigError(
+            f"eval_env={config.eval_env!r} does not fit the policy of env={config.env!r}: "
+            "(state size, goal size, action size, goal indices) are "
+            f"{layout(eval_env)} against {layout(goal_env)}; evaluate on a variant of the "
+            "training env (e.g. its _eval maze)")
+    return eval_env
+
+
 def timed_compile(fn: Callable, *args,
                   compiler_options: dict[str, Any] | None = None) -> tuple[Callable, float]:
     """Compile ``fn`` for ``args`` ahead of time; return the executable and seconds taken."""
@@ -336,12 +351,17 @@ class _RunRecord:
 def _open_run(config: Config, path: Path, resume: bool, trainer: Trainer, main_process: bool,
               log: Callable[[str], None]) -> tuple[TrainState, Meta | None, _RunRecord]:
     """A new run directory and state, or the state of the latest checkpoint of ``path``."""
+    if resume and not (path / runs.CONFIG_FILE).is_file():
+        raise runs.RunError(f"no run to resume at {path}: {path / runs.CONFIG_FILE} does not "
+                            "exist")
+    if resume and not runs.checkpointed_epochs(path):
+        # Stopped before its first checkpoint (while compiling, say): nothing was trained.
+        log(f"{path} stopped before its first checkpoint: starting it from scratch with its "
+            "recorded configuration")
+        resume = False
+    elif not resume:
+        runs.check_new_run(path)
     if resume:
-        if not (path / runs.CONFIG_FILE).is_file():
-            raise runs.RunError(f"no run to resume at {path}: {path / runs.CONFIG_FILE} does not "
-                                "exist")
-        if not (path / CHECKPOINT_DIR).is_dir():
-            raise runs.RunError(f"{path} has no checkpoints: nothing to resume")
         checkpoints = Checkpoints(path, keep=config.keep_checkpoints)
         state, meta = checkpoints.restore_latest(trainer, log)
         if meta.epoch >= config.num_epochs:
@@ -355,6 +375,7 @@ def _open_run(config: Config, path: Path, resume: bool, trainer: Trainer, main_p
         distributed.barrier("run directory checked")
         if main_process:
             runs.create_run(path, config)
+            runs.write_metrics(path, [])  # a restart from scratch drops an earlier epoch 0
         distributed.barrier("run directory created")
         checkpoints = Checkpoints(path, keep=config.keep_checkpoints)
         log(f"run directory: {path}")
@@ -363,8 +384,8 @@ def _open_run(config: Config, path: Path, resume: bool, trainer: Trainer, main_p
                             main_process, log)
     except Exception as error:  # wandb could not start (no account, no network, ...)
         checkpoints.close()
-        if not resume:
-            shutil.rmtree(path)  # created above, holds nothing yet
+        if not resume and main_process:
+            runs.remove_run_files(path)  # written above, they hold nothing yet
         raise runs.RunError(f"wandb: {str(error).strip().splitlines()[0]}") from error
     if resume:
         if main_process:  # only now that everything has started: later epochs are redone
@@ -392,11 +413,14 @@ def train(config: Config, log: Callable[[str], None] = print,
         config = dataclasses.replace(
             config, run_name=runs.default_run_name(config, distributed.shared_timestamp()))
     path = runs.run_path(config)
+    check_device_split(config, jax.device_count())
     if not resume:
         runs.check_new_run(path)
     enable_compile_cache(config.compile_cache)
-    with PreemptionWatch() as watch:  # from the start: a signal while compiling is kept too
-        trainer = Trainer(config)
+    # Process 0 holds the run's lock for the whole run; the others write only checkpoint shards.
+    trainer = Trainer(config)  # builds envs and networks, compiles nothing
+    with (runs.RunLock(path) if main_process else contextlib.nullcontext()), \
+            PreemptionWatch() as watch:  # from the start: a signal while compiling is kept too
         state, meta, record = _open_run(config, path, resume, trainer, main_process, log)
         error = None
         try:
@@ -504,8 +528,14 @@ def main(argv: list[str] | None = None) -> Any:
     try:
         config = parse_args(argv) if resume is None else runs.resume_config(Path(resume), argv)
         train(config, resume=resume is not None)
+    except runs.WriteError as error:
+        print(f"crl: error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_WRITE_FAILED) from None
     except (ConfigError, FileExistsError, runs.RunError) as error:
         fail(str(error))
+    except KeyboardInterrupt:
+        print("crl: interrupted; what the run had checkpointed is intact", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except Preempted as stop:
         if distributed.is_main_process():
             print(f"crl: {stop}", file=sys.stderr)

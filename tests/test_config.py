@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import subprocess
 import sys
 import time
@@ -41,8 +42,9 @@ def test_resolution_fills_env_and_depth_defaults():
     assert config.env == "ant_maze" and config.eval_env == "ant_maze"
     assert config.backend == "spring" and config.episode_length == 1000
     assert (config.actor_depth, config.critic_depth) == (8, 16)
-    # The paper's schedule: (100M - 1000 * 512) // (100 * 512 * 62) training steps per epoch.
-    assert config.training_steps_per_epoch == (100_000_000 - 512_000) // (100 * 512 * 62)
+    # The paper's schedule: 99,488,000 env steps after the prefill, 100 epochs of training steps
+    # of 512 envs x 62 steps = 31,744 env steps: 31.34, so 31 training steps per epoch.
+    assert config.training_steps_per_epoch == 31
     assert config.sgd_batches_per_training_step == 800
 
 
@@ -55,12 +57,15 @@ def test_presets_are_valid_and_overridable():
 
 @pytest.mark.parametrize("args", [["--env", "ant_maze", "--depth", "3"], ["--env", "antmaze"],
                                   ["--preset", "nope"]])
-def test_cli_rejects_bad_input_quickly_with_one_line(args, tmp_path):
+def test_cli_rejects_bad_input_before_compiling_with_one_line(args, tmp_path):
     start = time.monotonic()
+    # JAX_LOG_COMPILES makes JAX log every compilation ("Compiling <fn> ...") to stderr.
     result = subprocess.run([sys.executable, "-m", "crl.train", *args, "--run-dir",
-                             str(tmp_path)], capture_output=True, text=True, timeout=60)
+                             str(tmp_path)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "JAX_LOG_COMPILES": "1"})
     elapsed = time.monotonic() - start
     assert result.returncode == 2
+    assert "Compiling" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("crl: error")]
     assert len(lines) == 1, result.stderr
     assert args[-1] in lines[0]

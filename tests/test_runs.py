@@ -140,30 +140,32 @@ def test_a_state_with_zero_size_arrays_is_saved_and_restored(tmp_path):
     assert_states_identical(state, restored)
 
 
-def test_resume_refuses_shape_changes_naming_the_fields_and_writes_nothing(tiny_run):
+def test_resume_refuses_shape_changes_naming_the_fields_and_writes_nothing(tiny_run, capsys):
     _, _, _, path = tiny_run
     before = {f: f.read_bytes() for f in path.rglob("*") if f.is_file()}
-    config = runs.resume_config(path, ["--num-epochs", "3", "--depth", "8", "--width", "64"])
-    with pytest.raises(RunError) as error:
-        train(config, log=quiet, resume=True)
-    assert "depth 4 -> 8" in str(error.value) and "width 32 -> 64" in str(error.value)
-    assert "num_epochs" not in str(error.value)
+    with pytest.raises(SystemExit):
+        runs.resume_config(path, ["--num-epochs", "3", "--depth", "8", "--width", "64",
+                                  "--maze-layout", "u4", "--episode-length", "30"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    for change in ("depth 4 -> 8", "width 32 -> 64", "maze_layout None -> 'u4'",
+                   "episode_length 25 -> 30"):
+        assert change in err[0]
+    assert "num_epochs" not in err[0]
+    # The checkpoint's own record is checked too (a config.json edited by hand).
+    edited = dataclasses.replace(runs.resume_config(path, ["--num-epochs", "3"]), depth=8)
+    with pytest.raises(RunError, match="depth 4 -> 8"):
+        train(edited, log=quiet, resume=True)
     assert {f: f.read_bytes() for f in path.rglob("*") if f.is_file()} == before
 
 
-def test_resume_rejects_a_missing_run_a_run_without_checkpoints_and_a_finished_run(
+def test_resume_rejects_a_missing_run_and_a_finished_run(
         tiny_run, tmp_path, capsys):
     _, _, _, path = tiny_run
     with pytest.raises(SystemExit) as exit_:
         main(["--resume", str(tmp_path / "nope")])
     assert exit_.value.code == 2
     assert "no run at" in capsys.readouterr().err
-    (tmp_path / "bare").mkdir()
-    shutil.copy(path / runs.CONFIG_FILE, tmp_path / "bare" / runs.CONFIG_FILE)
-    with pytest.raises(SystemExit):
-        main(["--resume", str(tmp_path / "bare"), "--num-epochs", "3"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "has no checkpoints: nothing to resume" in err[0]
     with pytest.raises(RunError, match=r"finished its 2 epochs; .* --num-epochs N \(N > 2\)"):
         train(runs.resume_config(path, []), log=quiet, resume=True)
     with pytest.raises(SystemExit):
@@ -261,10 +263,9 @@ def test_sigusr1_stops_after_the_prefill_and_a_bufferless_checkpoint_refills(tmp
     log = []
     _, history = train(runs.resume_config(path, []), log=log.append, resume=True)
     assert any("refilled it with" in line for line in log), log
-    prefill = config.prefill_unrolls * config.unroll_length * config.num_envs
-    per_epoch = config.training_steps_per_epoch * config.env_steps_per_training_step
-    assert [m["env_steps"] for m in history] == [prefill, 2 * prefill + per_epoch,
-                                                 2 * prefill + 2 * per_epoch]
+    # By hand for TINY: a prefill is 240 env steps and an epoch 240 (tests/test_train.py); the
+    # resume adds a second prefill.
+    assert [m["env_steps"] for m in history] == [240, 720, 960]
 
 
 AGREE = textwrap.dedent("""
@@ -456,7 +457,7 @@ def test_evaluate_prints_the_metrics_the_run_logged(tiny_run, capsys):
     (["--env", "point_u_mze"], "--env: unknown env 'point_u_mze'; did you mean 'point_u_maze'"),
     (["--episodes", "0"], "--episodes 0 must be a positive integer"),
     (["--epoch", "7"], "has no checkpoint of epoch 7; it has 1, 2"),
-    (["--env", "ant_maze"], "--env ant_maze does not fit the policy of"),
+    (["--env", "ant_maze"], "eval_env='ant_maze' does not fit the policy of env='point_u_maze'"),
 ])
 def test_evaluate_rejects_bad_input_in_one_line(tiny_run, capsys, args, message):
     from crl import evaluate
@@ -519,7 +520,13 @@ def test_mp4_with_an_opengl_context_and_one_line_without(tmp_path, gl):
     if gl == "egl":
         assert lines == ["written: True"] * 2
         frames = iio.imread(video)
-        assert frames.shape[0] == 12 and frames.std() > 0
+        assert frames.shape[0] == 12
+        # The ball moves: between the first and last frames a patch of pixels changes by more
+        # than the video's compression noise, and each frame is a scene, not a fill.
+        change = np.abs(frames[0].astype(int) - frames[-1].astype(int)).max(axis=-1)
+        print(f"pixels changed by more than 30: {np.mean(change > 30):.4f}")
+        assert np.mean(change > 30) > 1e-3
+        assert all(len(np.unique(f.reshape(-1, 3), axis=0)) > 16 for f in frames)
     else:
         assert len(lines) == 4 and lines[1::2] == ["written: False"] * 2
         assert all("no OpenGL context" in line and "MUJOCO_GL=egl" in line

@@ -9,7 +9,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import warnings
 from typing import Any
+
+# Brax warns, at every env it builds, that it is no longer maintained: noise in every run's log.
+warnings.filterwarnings("ignore", message="Brax System, piplines", category=UserWarning)
 
 BACKENDS = ("spring", "positional", "generalized", "mjx")
 MAZE_LAYOUTS = ("u_maze", "u_maze_eval", "u4_maze", "u4_maze_eval", "u5_maze", "u5_maze_eval",
