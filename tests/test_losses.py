@@ -107,8 +107,8 @@ def test_tanh_gaussian_density_integrates_to_one():
 def test_actor_and_temperature_losses():
     log_prob = jnp.array([-1.0, -3.0])
     q = jnp.array([-2.0, -4.0])
-    np.testing.assert_allclose(losses.actor_loss(jnp.float32(0.5), log_prob, q),
-                               np.mean(0.5 * np.array([-1, -3]) - np.array([-2, -4])))
+    # alpha * log_prob - Q = 0.5 * -1 + 2 = 1.5 and 0.5 * -3 + 4 = 2.5: mean 2.
+    np.testing.assert_allclose(losses.actor_loss(jnp.float32(0.5), log_prob, q), 2.0)
     log_alpha = jnp.float32(np.log(2.0))
     # alpha * mean(-log_prob - target) = 2 * mean(1 + 4, 3 + 4) = 12
     np.testing.assert_allclose(losses.temperature_loss(log_alpha, log_prob, -4.0), 12.0,
@@ -135,3 +135,14 @@ def test_critic_loss_traces_for_batches_whose_square_overflows_int32():
     _, metrics = jax.eval_shape(
         lambda phi, psi: losses.critic_loss("l2", "fwd_infonce", 0.1, phi, psi), rows, rows)
     assert metrics["logits_neg"].dtype == jnp.float32
+    # The same metrics on a batch of 3, against NumPy from their definitions.
+    phi = np.float32([[0, 0.5], [1, 0], [0, 2]])
+    psi = np.float32([[0, 1], [1, 0], [3, 0]])
+    _, small = losses.critic_loss("l2", "fwd_infonce", 0.1, phi, psi)
+    energies = -np.linalg.norm(phi[:, None] - psi[None], axis=-1)
+    off_diagonal = energies[~np.eye(3, dtype=bool)]
+    np.testing.assert_allclose(small["logits_pos"], np.mean(np.diag(energies)), rtol=1e-6)
+    np.testing.assert_allclose(small["logits_neg"], np.mean(off_diagonal), rtol=1e-6)
+    # Row argmaxes: row 0 -> 0 (energy -0.5 against -1.12, -3.04), row 1 -> 1 (0 against
+    # -1.41, -2), row 2 -> 0 (-1 against -2.24, -3.61): 2 of 3 correct.
+    np.testing.assert_allclose(small["categorical_accuracy"], 2 / 3, rtol=1e-6)

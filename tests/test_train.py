@@ -20,9 +20,10 @@ def test_run_directory_holds_config_and_one_metrics_line_per_epoch(tiny_run):
     lines = runs.read_metrics(path)
     assert lines == json.loads(json.dumps(history))
     assert [m["epoch"] for m in lines] == [0, 1, 2]
-    per_epoch = config.training_steps_per_epoch * config.env_steps_per_training_step
-    prefill = config.prefill_unrolls * config.unroll_length * config.num_envs
-    assert [m["env_steps"] for m in lines] == [prefill + e * per_epoch for e in range(3)]
+    # By hand for TINY: the prefill is ceil(25 / 10) = 3 unrolls of 10 steps of 8 envs = 240
+    # steps; an epoch is (680 - 25 * 8) / (2 epochs * 80 steps per training step) = 3 training
+    # steps of 80 = 240 steps.
+    assert [m["env_steps"] for m in lines] == [240, 480, 720]
     for metrics in lines[1:]:
         for key in ("eval/success", "eval/success_any", "eval/success_easy", "eval/dist",
                     "train/critic_loss", "train/actor_loss", "train/alpha", "train/entropy",
@@ -44,8 +45,8 @@ def test_training_moves_every_parameter_and_keeps_float32(tiny_run):
     moved = jax.tree.leaves(jax.tree.map(changed, state.agent.params, initial.agent.params))
     assert all(moved)
     assert float(state.agent.log_alpha) < 0  # the temperature adapts from log_alpha = 0
-    inserted = (config.prefill_unrolls + 2 * config.training_steps_per_epoch) * config.unroll_length
-    assert int(state.buffer.size) == min(config.max_replay_size, inserted)
+    # 3 prefill unrolls + 2 epochs x 3 training steps, of 10 steps each, in a buffer of 200.
+    assert int(state.buffer.size) == 90
 
 
 def test_a_new_run_never_overwrites_an_existing_one(tiny_run):
