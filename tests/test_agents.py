@@ -55,12 +55,16 @@ def test_crl_sgd_steps_equal_the_values_recorded_before_the_split():
     for name, recorded in GOLDEN["sgd_metrics"].items():
         np.testing.assert_allclose(metrics[name], recorded, rtol=1e-5, atol=1e-6, err_msg=name)
     params = jax.device_get(state.agent.params)
-    sums = {jax.tree_util.keystr(path, simple=True, separator="/"):
-            float(np.sum(np.abs(leaf), dtype=np.float64))
-            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
-    assert sums.keys() == GOLDEN["param_abs_sums"].keys()
+    leaves = {jax.tree_util.keystr(path, simple=True, separator="/"): leaf
+              for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+    assert leaves.keys() == GOLDEN["param_abs_sums"].keys()
     for name, recorded in GOLDEN["param_abs_sums"].items():
-        np.testing.assert_allclose(sums[name], recorded, rtol=1e-5, err_msg=name)
+        # Besides rtol, 1e-6 per element: float32 sums in another order (another CPU, another
+        # XLA) move a near-zero LayerNorm bias by ~1e-8 per element; a changed formula moves
+        # the parameters by Adam's steps, 3e-4 per step.
+        leaf = leaves[name]
+        np.testing.assert_allclose(float(np.sum(np.abs(leaf), dtype=np.float64)), recorded,
+                                   rtol=1e-5, atol=1e-6 * leaf.size, err_msg=name)
     np.testing.assert_allclose(float(state.agent.log_alpha), GOLDEN["log_alpha"], rtol=1e-5)
 
 

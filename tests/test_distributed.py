@@ -58,7 +58,8 @@ def test_one_epoch_trains_end_to_end_on_four_devices(four_devices):
 
 
 def test_global_sizes_must_divide_by_the_device_count(four_devices):
-    assert four_devices["indivisible"] == "num_envs=6 must divide by the 4 devices"
+    assert four_devices["indivisible"] == ("num_envs=6 must divide by the 4 devices: use a "
+                                           "multiple of 4, e.g. 8")
 
 
 def test_launch_options_come_together():
