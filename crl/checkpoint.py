@@ -238,12 +238,25 @@ class Checkpoints:
             os_error = _os_error(error)
             if os_error is None:
                 raise
-            # The unfinished checkpoint takes space the user now needs; the earlier ones are
-            # complete and stay (Orbax deletes old checkpoints only after a save succeeds).
-            for partial in self.directory.glob(f"{meta.epoch}.orbax-checkpoint-tmp*"):
-                shutil.rmtree(partial, ignore_errors=True)
+            self._remove_partial(meta.epoch)
             raise write_error(self.directory / str(meta.epoch), os_error) from None
         return time.perf_counter() - start
+
+    def _remove_partial(self, epoch: int) -> None:
+        """Remove what a failed save of ``epoch`` wrote: it takes space the user now needs. The
+        earlier checkpoints are complete and stay (Orbax deletes old checkpoints only after a
+        save succeeds). Writes of other items may still be in flight when the first one fails:
+        wait for them, then remove."""
+        with contextlib.suppress(Exception):
+            self.manager.wait_until_finished()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            partial = list(self.directory.glob(f"{epoch}.orbax-checkpoint-tmp*"))
+            if not partial:
+                return
+            for path in partial:
+                shutil.rmtree(path, ignore_errors=True)
+            time.sleep(0.2)
 
     def meta(self, epoch: int) -> Meta:
         restored = self.manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))

@@ -44,8 +44,10 @@ class WriteError(RunError):
 def write_error(file: Path, error: OSError) -> WriteError:
     """The one-line error of a failed write of ``file``, with the free space where it goes."""
     try:
-        free = f"{shutil.disk_usage(Path(file).parent).free / 2**20:,.0f} MiB free there"
-    except OSError:
+        free = shutil.disk_usage(next(p for p in Path(file).parents if p.exists())).free
+        free = (f"{free / 2**20:,.0f} MiB" if free >= 2**20 else f"{free / 2**10:,.0f} KiB") \
+            + " free there"
+    except (OSError, StopIteration):
         free = "its directory is unreadable"
     reason = error.strerror or str(error) or type(error).__name__
     return WriteError(f"cannot write {file}: {reason} ({free}); what the run wrote before is "

@@ -209,7 +209,7 @@ def test_a_full_disk_never_leaves_a_partial_metrics_line_or_a_half_replaced_conf
             runs.write_text_atomically(tmp_path / "config.json", "new\n" * 1000)
     message = str(error.value)
     assert "\n" not in message and str(tmp_path / runs.METRICS_FILE) in message
-    assert "File too large" in message and "MiB free there" in message
+    assert "File too large" in message and "iB free there" in message
     assert (tmp_path / runs.METRICS_FILE).read_text() == '{"epoch": 0, "x": 1.0}\n'
     assert (tmp_path / "config.json").read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", runs.METRICS_FILE]
