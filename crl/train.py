@@ -417,8 +417,8 @@ def train(config: Config, log: Callable[[str], None] = print,
     if not resume:
         runs.check_new_run(path)
     enable_compile_cache(config.compile_cache)
-    # Process 0 holds the run's lock for the whole run; the others write only checkpoint shards.
     trainer = Trainer(config)  # builds envs and networks, compiles nothing
+    # Process 0 holds the run's lock for the whole run; the others write only checkpoint shards.
     with (runs.RunLock(path) if main_process else contextlib.nullcontext()), \
             PreemptionWatch() as watch:  # from the start: a signal while compiling is kept too
         state, meta, record = _open_run(config, path, resume, trainer, main_process, log)
