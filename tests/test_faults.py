@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -492,3 +493,13 @@ def test_help_gives_every_option_its_own_line_of_help_and_no_section_comment(cap
     for section in ("Data and schedule", "Losses and optimisation", "Launch: several"):
         assert section not in help_text
     assert "Envs stepped in parallel" in help_text
+
+
+def test_every_test_the_faults_table_names_exists():
+    text = (ROOT / "docs" / "runs.md").read_text()
+    table = text[text.index("## Faults"):].split("\n\n")[2]
+    named = re.findall(r"`(?:tests/(\w+\.py)::)?(test_\w+)`", table)
+    assert len(named) >= 12
+    for module, name in named:
+        source = (TESTS / (module or "test_faults.py")).read_text()
+        assert f"def {name}(" in source, (module, name)
