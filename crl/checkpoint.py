@@ -36,8 +36,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 import crl
 from crl import distributed
-from crl.config import Config, config_from_dict, fixed_field_changes
-from crl.runs import CHECKPOINT_DIR, RunError, write_error
+from crl.config import Config, config_from_dict, fixed_field_refusal
+from crl.runs import CHECKPOINT_DIR, RunError, first_line, write_error
 
 UNREADABLE_DIR = "unreadable_checkpoints"
 
@@ -136,14 +136,10 @@ def _orbax_quiet():
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)
     sys.unraisablehook = hook
-    try:
-        yield
-    except BaseException:
-        raise
-    else:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-        sys.unraisablehook = previous
+    yield  # a failed save raises here, and leaves the noise held back
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+    sys.unraisablehook = previous
 
 
 # errno values of failures that say nothing about the checkpoint's bytes.
@@ -304,7 +300,7 @@ class Checkpoints:
             except RunError:
                 raise
             except Exception as error:
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                reason = first_line(error)
                 if not _is_damage(error):  # the checkpoint may be fine: leave it as it is
                     raise RunError(
                         f"checkpoint {epoch} of {self.run_path} could not be loaded "
@@ -322,10 +318,9 @@ class Checkpoints:
 
     @staticmethod
     def check_compatible(meta: Meta, config: Config) -> None:
-        changes = fixed_field_changes(config_from_dict(meta.config), config)
-        if changes:
-            raise RunError(f"cannot resume with {', '.join(changes)}: these fields fix the shapes "
-                           "of the saved state (or what the run is); start a new run instead")
+        refusal = fixed_field_refusal(config_from_dict(meta.config), config)
+        if refusal:
+            raise RunError(refusal)
 
     def _existing(self, epoch: int) -> int:
         if epoch not in self.epochs():

@@ -231,13 +231,12 @@ def _validate_paths(config: Config) -> None:
     if name is not None and (name in ("", ".", "..") or "/" in name or os.sep in name):
         raise ConfigError(f"run_name={name!r} must be one directory name: not empty, '.' or "
                           "'..', without '/'")
+    if not config.run_dir:
+        raise ConfigError("run_dir='' must name a directory, e.g. runs")
     for option, directory in (("run_dir", config.run_dir), ("compile_cache", config.compile_cache)):
-        if not directory:
-            if option == "run_dir":
-                raise ConfigError("run_dir='' must name a directory, e.g. runs")
+        if not directory:  # compile_cache '' disables the cache
             continue
-        path = Path(directory).expanduser()
-        existing = path
+        existing = Path(directory).expanduser()
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         if not existing.is_dir():
@@ -443,7 +442,7 @@ def _cli(default: Config, argv: list[str], description: str) -> Config:
     import tyro
 
     for arg in argv:
-        if arg.startswith("--") and arg not in ("--help",):
+        if arg.startswith("--"):
             check_option(arg.partition("=")[0], extra=("--help", "--preset", "--resume"))
     errors = io.StringIO()
     try:
@@ -480,6 +479,13 @@ FIXED_ON_RESUME = ("agent", "her", "env", "backend", "maze_layout", "episode_len
                    "max_replay_size", "seed")
 
 
+def fixed_field_refusal(saved: Config, requested: Config) -> str | None:
+    """The one-line refusal of a resume that changes fields of FIXED_ON_RESUME, or None."""
+    changes = fixed_field_changes(saved, requested)
+    return (f"cannot resume with {', '.join(changes)}: these fields fix the shapes of the saved "
+            "state (or what the run is); start a new run instead") if changes else None
+
+
 def fixed_field_changes(saved: Config, requested: Config) -> list[str]:
     """``name old -> new`` for every field of FIXED_ON_RESUME that differs."""
     return [f"{name} {getattr(saved, name)!r} -> {getattr(requested, name)!r}"
@@ -514,10 +520,9 @@ def parse_resume_args(saved: Config, argv: list[str]) -> Config:
             saved.min_replay_size * saved.num_envs
             + config.num_epochs * saved.training_steps_per_epoch
             * saved.env_steps_per_training_step))
-    changes = fixed_field_changes(saved, config)  # the saved config is resolved: compare as is
-    if changes:
-        fail(f"cannot resume with {', '.join(changes)}: these fields fix the shapes of the saved "
-             "state (or what the run is); start a new run instead")
+    refusal = fixed_field_refusal(saved, config)  # the saved config is resolved: compare as is
+    if refusal:
+        fail(refusal)
     try:
         return validate(config)
     except ConfigError as error:

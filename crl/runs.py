@@ -41,6 +41,12 @@ class WriteError(RunError):
     written before is intact."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message ('' for none): what a one-line report quotes."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def write_error(file: Path, error: OSError) -> WriteError:
     """The one-line error of a failed write of ``file``, with the free space where it goes."""
     try:
@@ -165,8 +171,11 @@ def check_new_run(path: Path) -> None:
 
 
 def create_run(path: Path, config: Config) -> None:
+    """A run directory holding ``config`` and no metrics (a restart from scratch of a run that
+    stopped before its first checkpoint drops the lines it had written)."""
     path.mkdir(parents=True, exist_ok=True)
     write_config(path, config)
+    write_metrics(path, [])
 
 
 def remove_run_files(path: Path) -> None:

@@ -59,8 +59,8 @@ class WandbRun:
     def _give_up(self, error: Exception) -> None:
         """Stop logging to wandb, with one warning; metrics.jsonl has every epoch anyway."""
         if not self.failed:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            print(f"crl: warning: wandb failed ({type(error).__name__}: {reason[:200]}); "
+            print(f"crl: warning: wandb failed ({type(error).__name__}: "
+                  f"{runs.first_line(error)[:200]}); "
                   "training goes on without it and metrics.jsonl keeps every epoch",
                   file=sys.stderr, flush=True)
         self.failed = True

@@ -375,7 +375,6 @@ def _open_run(config: Config, path: Path, resume: bool, trainer: Trainer, main_p
         distributed.barrier("run directory checked")
         if main_process:
             runs.create_run(path, config)
-            runs.write_metrics(path, [])  # a restart from scratch drops an earlier epoch 0
         distributed.barrier("run directory created")
         checkpoints = Checkpoints(path, keep=config.keep_checkpoints)
         log(f"run directory: {path}")
@@ -386,7 +385,7 @@ def _open_run(config: Config, path: Path, resume: bool, trainer: Trainer, main_p
         checkpoints.close()
         if not resume and main_process:
             runs.remove_run_files(path)  # written above, they hold nothing yet
-        raise runs.RunError(f"wandb: {str(error).strip().splitlines()[0]}") from error
+        raise runs.RunError(f"wandb: {runs.first_line(error)}") from error
     if resume:
         if main_process:  # only now that everything has started: later epochs are redone
             runs.write_metrics(path, history)
@@ -413,11 +412,8 @@ def train(config: Config, log: Callable[[str], None] = print,
         config = dataclasses.replace(
             config, run_name=runs.default_run_name(config, distributed.shared_timestamp()))
     path = runs.run_path(config)
-    check_device_split(config, jax.device_count())
-    if not resume:
-        runs.check_new_run(path)
     enable_compile_cache(config.compile_cache)
-    trainer = Trainer(config)  # builds envs and networks, compiles nothing
+    trainer = Trainer(config)  # checks device splits, builds envs and networks, compiles nothing
     # Process 0 holds the run's lock for the whole run; the others write only checkpoint shards.
     with (runs.RunLock(path) if main_process else contextlib.nullcontext()), \
             PreemptionWatch() as watch:  # from the start: a signal while compiling is kept too
