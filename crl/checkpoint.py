@@ -51,17 +51,20 @@ class Meta:
     crl_version: str = crl.__version__
 
 
-def abstract_state(trainer) -> Any:
+def abstract_state(trainer, one_seed: bool = False) -> Any:
     """The TrainState of ``trainer`` as ``jax.ShapeDtypeStruct`` leaves carrying the shardings
-    of ``trainer.state_specs()``: the restore target. Traces ``init``, allocates nothing."""
-    shapes = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
+    of ``trainer.state_specs()``: the restore target (with ``one_seed``, that of one seed of a
+    --seeds group). Traces ``init``, allocates nothing."""
+    shapes = jax.eval_shape(trainer.init, trainer.init_key())
+    if one_seed and trainer.num_seeds:
+        shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), shapes)
 
     def place(spec: PartitionSpec, subtree: Any) -> Any:
         sharding = NamedSharding(trainer.mesh, _without_trivial_axes(spec, trainer.mesh))
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                             subtree)
 
-    return jax.tree.map(place, trainer.state_specs(), shapes,
+    return jax.tree.map(place, trainer.state_specs(one_seed), shapes,
                         is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
@@ -266,13 +269,14 @@ class Checkpoints:
             meta=ocp.args.JsonRestore()))
         return restored.params, Meta(**restored.meta)
 
-    def restore(self, trainer, epoch: int) -> tuple[Any, Meta]:
+    def restore(self, trainer, epoch: int, seed_config: Config | None = None) -> tuple[Any, Meta]:
         """The whole TrainState saved at ``epoch``, in the shardings of trainer's mesh (without
         a saved buffer, with an empty one). Refuses a checkpoint whose shapes (or env, seed)
-        differ from trainer's configuration, naming the fields."""
+        differ from trainer's configuration, naming the fields. With ``seed_config``, the
+        checkpoint is that of one seed of trainer's --seeds group."""
         meta = self.meta(epoch)
-        self.check_compatible(meta, trainer.config)
-        target = abstract_state(trainer)
+        self.check_compatible(meta, seed_config or trainer.config)
+        target = abstract_state(trainer, one_seed=seed_config is not None)
         rest = _without_params(target)
         items = {
             "params": ocp.args.StandardRestore(target.agent.params),
@@ -286,7 +290,8 @@ class Checkpoints:
         return state.replace(agent=state.agent.replace(params=restored.params),
                              buffer=buffer), meta
 
-    def restore_latest(self, trainer, log=print) -> tuple[Any, Meta]:
+    def restore_latest(self, trainer, log=print,
+                       seed_config: Config | None = None) -> tuple[Any, Meta]:
         """``restore`` the latest readable checkpoint. Unreadable later ones (a damaged disk, a
         file deleted by hand) are moved to ``<run>/unreadable_checkpoints/``, never deleted."""
         epochs = self.epochs()
@@ -296,7 +301,7 @@ class Checkpoints:
         unreadable = []
         for epoch in reversed(epochs):
             try:
-                result = self.restore(trainer, epoch)
+                result = self.restore(trainer, epoch, seed_config)
             except RunError:
                 raise
             except Exception as error:

@@ -114,12 +114,16 @@ class Config:
     """Evaluation episodes after each epoch (one per env)."""
     seed: int = 0
     """Seed of every random number of the run (an integer in [0, 2**31))."""
+    seeds: tuple[int, ...] = ()
+    """Train one independent run per seed in one compiled program, vectorised over seeds
+    (overrides --seed): each in its own run directory, as if run alone with --seed."""
 
     # Run
     run_dir: str = "runs"
     """Parent directory of run directories."""
     run_name: str | None = None
-    """Run directory name; default: <env>_d<depth>_s<seed>_<time>."""
+    """Run directory name; default: <env>_d<depth>_s<seed>_<time>. With --seeds, '{seed}' in it
+    is replaced by each seed (added as _s{seed} when missing)."""
     compile_cache: str = "~/.cache/crl/jax"
     """JAX persistent compilation cache directory ('' disables it)."""
     checkpoint_every: int = 1
@@ -220,14 +224,20 @@ def _validate_numbers(config: Config) -> None:
         if field.type in ("float", "float | None") and value is not None \
                 and not math.isfinite(value):
             raise ConfigError(f"{field.name}={value} must be a finite number")
-    if not 0 <= config.seed < 2**31:
-        raise ConfigError(f"seed={config.seed} must be an integer in [0, 2**31)")
+    for seed in (config.seed, *config.seeds):
+        if not 0 <= seed < 2**31:
+            raise ConfigError(f"seed={seed} must be an integer in [0, 2**31)")
+    if len(set(config.seeds)) < len(config.seeds):
+        raise ConfigError(f"seeds={' '.join(map(str, config.seeds))} repeats a seed; give each "
+                          "once")
 
 
 def _validate_paths(config: Config) -> None:
     """Refuse a run name that is not one directory name, and a run or cache directory that
     is not a directory or cannot be written, before anything is compiled or written."""
     name = config.run_name
+    if name is not None and config.seeds:
+        name = seed_configs(config)[0].run_name
     if name is not None and (name in ("", ".", "..") or "/" in name or os.sep in name):
         raise ConfigError(f"run_name={name!r} must be one directory name: not empty, '.' or "
                           "'..', without '/'")
@@ -243,6 +253,23 @@ def _validate_paths(config: Config) -> None:
             raise ConfigError(f"{option}={directory!r}: {existing} is a file, not a directory")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise ConfigError(f"{option}={directory!r}: {existing} is not writable")
+
+
+SEED_MARK = "{seed}"
+
+
+def seed_configs(config: Config) -> list[Config]:
+    """The configuration of each run of ``config``: ``[config]`` itself, or with --seeds one
+    per seed, exactly as that run alone with --seed would have it (its ``run_name`` with the
+    seed put in for SEED_MARK)."""
+    if not config.seeds:
+        return [config]
+    template = config.run_name
+    if template is not None and SEED_MARK not in template:
+        template += f"_s{SEED_MARK}"
+    return [dataclasses.replace(config, seed=seed, seeds=(), run_name=None if template is None
+                                else template.replace(SEED_MARK, str(seed)))
+            for seed in config.seeds]
 
 
 def check_device_split(config: Config, num_devices: int) -> None:

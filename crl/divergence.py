@@ -25,9 +25,24 @@ class Diverged(RuntimeError):
                          f"epoch {epoch} was saved and {kept}")
 
 
+class SeedsDiverged(Diverged):
+    """Some seeds of a --seeds group diverged (``diverged``: seed -> its Diverged); the others
+    ran on to the end."""
+
+    def __init__(self, diverged: dict[int, Diverged]):
+        self.diverged = diverged
+        RuntimeError.__init__(self, "; ".join(f"seed {seed} {error}" for seed, error in
+                                              diverged.items()) + "; the other seeds went on")
+
+
 @jax.jit
 def _finite_leaves(tree: Any) -> Any:
     return jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree)
+
+
+@jax.jit
+def _finite_leaves_per_seed(tree: Any) -> Any:
+    return jax.tree.map(lambda x: jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))), tree)
 
 
 def _path_name(path: tuple) -> str:
@@ -43,3 +58,18 @@ def first_non_finite(metrics: dict[str, float], tree: dict[str, Any]) -> str | N
             return name
     flags, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(_finite_leaves(tree)))
     return next((_path_name(path) for path, finite in flags if not finite), None)
+
+
+def first_non_finite_per_seed(metrics: list[dict[str, float]],
+                              tree: dict[str, Any]) -> list[str | None]:
+    """``first_non_finite`` of each seed of a --seeds group: ``metrics`` one dict per seed,
+    ``tree``'s leaves with a leading seed axis."""
+    flags, _ = jax.tree_util.tree_flatten_with_path(
+        jax.device_get(_finite_leaves_per_seed(tree)))
+    found = []
+    for seed, seed_metrics in enumerate(metrics):
+        name = next((name for name, value in seed_metrics.items() if not math.isfinite(value)),
+                    None)
+        found.append(name or next((_path_name(path) for path, finite in flags
+                                   if not finite[seed]), None))
+    return found

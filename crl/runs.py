@@ -23,13 +23,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crl.config import Config, ConfigError, config_from_dict, parse_resume_args
+from crl.config import (
+    SEED_MARK,
+    Config,
+    ConfigError,
+    config_from_dict,
+    fail,
+    parse_resume_args,
+    seed_configs,
+)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 WANDB_ID_FILE = "wandb_id"
 LOCK_FILE = "lock"
+SEEDS_FILE = "seeds.json"  # in each run of a --seeds group: the group's seeds and name
 
 
 class RunError(ValueError):
@@ -144,18 +153,19 @@ def agent_label(config: Config) -> str:
     return config.agent + ("+her" if config.her else "")
 
 
-def run_label(config: Config) -> str:
+def run_label(config: Config, seed: str | None = None) -> str:
     """``<env>_d<depth>_s<seed>`` of a resolved config of the contrastive agent,
     ``<env>_<agent>_d<depth>_s<seed>`` of another (``sac_her`` with HER), with
     ``a<depth>c<depth>`` when the actor's and the critic's depths differ."""
     depth = (f"d{config.depth}" if config.actor_depth == config.critic_depth == config.depth
              else f"a{config.actor_depth}c{config.critic_depth}")
     agent = [] if config.agent == "crl" else [agent_label(config).replace("+", "_")]
-    return "_".join([config.env, *agent, depth, f"s{config.seed}"])
+    return "_".join([config.env, *agent, depth, f"s{config.seed if seed is None else seed}"])
 
 
 def default_run_name(config: Config, timestamp: str) -> str:
-    return f"{run_label(config)}_{timestamp}"
+    """``<label>_<timestamp>``; with --seeds a template holding SEED_MARK."""
+    return f"{run_label(config, SEED_MARK if config.seeds else None)}_{timestamp}"
 
 
 def run_path(config: Config) -> Path:
@@ -170,12 +180,16 @@ def check_new_run(path: Path) -> None:
                               f"--run-name, remove it, or continue it with --resume {path}")
 
 
-def create_run(path: Path, config: Config) -> None:
+def create_run(path: Path, config: Config, group: Config | None = None) -> None:
     """A run directory holding ``config`` and no metrics (a restart from scratch of a run that
-    stopped before its first checkpoint drops the lines it had written)."""
+    stopped before its first checkpoint drops the lines it had written); for a run of a
+    --seeds ``group``, also the group's seeds and run name template (SEEDS_FILE)."""
     path.mkdir(parents=True, exist_ok=True)
     write_config(path, config)
     write_metrics(path, [])
+    if group is not None:
+        write_text_atomically(path / SEEDS_FILE, json.dumps(
+            {"seeds": list(group.seeds), "run_name": group.run_name}) + "\n")
 
 
 def remove_run_files(path: Path) -> None:
@@ -211,14 +225,41 @@ def load_config(path: Path) -> Config:
         raise RunError(f"{file} is not a readable crl configuration: {error}") from None
 
 
+def read_seed_group(path: Path) -> tuple[tuple[int, ...], str] | None:
+    """The seeds and run name template of the --seeds group of run ``path``, or None."""
+    file = Path(path) / SEEDS_FILE
+    if not file.is_file():
+        return None
+    try:
+        group = json.loads(file.read_text())
+        return tuple(int(seed) for seed in group["seeds"]), str(group["run_name"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunError(f"{file} is not a readable seed group: {error}") from None
+
+
 def resume_config(path: Path, argv: list[str]) -> Config:
     """The configuration of ``python -m crl.train --resume PATH [options]``: the run's own,
-    changed by the options given, located at ``path`` (the run may have been moved)."""
+    changed by the options given, located at ``path`` (the run may have been moved). A run of
+    a --seeds group resumes the group (its run directories beside ``path``), or the seeds that
+    ``--seeds`` names among them."""
     path = Path(path).expanduser()
     # How the processes meet is the launch's business, not the run's: give it again if needed.
     saved = dataclasses.replace(load_config(path), coordinator_address=None, num_processes=None,
                                 process_id=None, run_dir=str(path.parent), run_name=path.name)
-    return parse_resume_args(saved, argv)
+    group = read_seed_group(path)
+    if group and group[1].replace(SEED_MARK, str(saved.seed)) == path.name:  # not renamed
+        saved = dataclasses.replace(saved, seeds=group[0], run_name=group[1])
+    config = parse_resume_args(saved, argv)
+    others = sorted(set(config.seeds) - set(saved.seeds))
+    if others:
+        fail(f"seeds {' '.join(map(str, others))} are not runs of the group of {path} (seeds "
+             f"{' '.join(map(str, saved.seeds)) or str(saved.seed)}); start them as a new run")
+    return config
+
+
+def seed_run_paths(config: Config) -> list[Path]:
+    """The run directory of each run of ``config`` (one, or one per seed of --seeds)."""
+    return [run_path(one) for one in seed_configs(config)]
 
 
 def checkpointed_epochs(path: Path) -> list[int]:

@@ -12,6 +12,8 @@ A job resumes its run from its latest checkpoint when there is one, so a job tha
 (Slurm preemption, or the time limit: submitit sends SIGUSR2, the job passes it on to the
 training process, which checkpoints its epoch, and submitit requeues the job) continues where
 it stopped, and re-running the same sweep command skips finished runs and resumes the others.
+With ``--vectorize-seeds``, the seeds of each point of the grid train together in one job (one
+``python -m crl.train --seeds ...`` process, into the same run directories as without it).
 ``--dry-run`` prints the plan; ``--wandb-sweep`` writes a Weights & Biases sweep of the same grid
 instead of launching. ``python -m crl.report <run-dir>/<name>`` aggregates the results.
 """
@@ -35,7 +37,15 @@ from typing import Any
 import submitit
 
 from crl import runs
-from crl.config import Config, ConfigError, check_device_split, check_option, fail, parse_args
+from crl.config import (
+    SEED_MARK,
+    Config,
+    ConfigError,
+    check_device_split,
+    check_option,
+    fail,
+    parse_args,
+)
 
 SWEEP_FILE = "sweep.json"
 SUBMITIT_DIR = "submitit"
@@ -54,9 +64,63 @@ class SweepRun:
     values: dict[str, str]  # swept field -> value, as given on the command line
     args: tuple[str, ...]  # python -m crl.train options of this point of the grid
     config: Config
+    template: str  # ``name`` with SEED_MARK for its seed: the name of each of its seeds
 
     def train_args(self, sweep_dir: Path) -> list[str]:
         return [*self.args, "--run-dir", str(sweep_dir), "--run-name", self.name]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepJob:
+    """What one job trains: one run, or (``vectorized``) runs that differ only in their seed,
+    together in one process with ``--seeds``."""
+    runs: tuple[SweepRun, ...]
+    vectorized: bool = False
+
+    @property
+    def name(self) -> str:
+        if not self.vectorized:
+            return self.runs[0].name
+        seeds = ",".join(str(run.config.seed) for run in self.runs)
+        return self.runs[0].template.replace(SEED_MARK, "{" + seeds + "}")
+
+    def train_args(self, sweep_dir: Path) -> list[str]:
+        """The options of a new start (TrainJob adds the seeds still to train)."""
+        if not self.vectorized:
+            return self.runs[0].train_args(sweep_dir)
+        args = list(self.runs[0].args)
+        at = args.index("--seed")
+        del args[at:at + 2]
+        return [*args, "--run-dir", str(sweep_dir), "--run-name", self.runs[0].template]
+
+    def command(self, sweep_dir: Path) -> list[str]:
+        seeds = ["--seeds", *(str(run.config.seed) for run in self.runs)] if self.vectorized \
+            else []
+        return [*self.train_args(sweep_dir), *seeds]
+
+    def train_job(self, sweep_dir: Path, environment: dict[str, str | None] | None = None,
+                  stop_timeout_s: float = 600) -> TrainJob:
+        paths = [str(sweep_dir / run.name) for run in self.runs]
+        return TrainJob(paths if self.vectorized else paths[0], self.train_args(sweep_dir),
+                        environment, stop_timeout_s,
+                        seeds=[run.config.seed for run in self.runs] if self.vectorized
+                        else None)
+
+
+def make_jobs(todo: list[SweepRun], sweep_dir: Path, vectorize: bool) -> list[SweepJob]:
+    """One job per run, or with ``vectorize`` one per point of the grid without its seed and per
+    state of its runs: those never started together, and those started together by latest
+    checkpoint (a group resumes from one epoch)."""
+    if not vectorize:
+        return [SweepJob((run,)) for run in todo]
+    cohorts: dict[tuple, list[SweepRun]] = {}
+    for run in todo:
+        path = sweep_dir / run.name
+        started = (path / runs.CONFIG_FILE).is_file()
+        epochs = runs.checkpointed_epochs(path) if started else []
+        latest = epochs[-1] if epochs else None
+        cohorts.setdefault((run.template, started, latest), []).append(run)
+    return [SweepJob(tuple(members), vectorized=True) for members in cohorts.values()]
 
 
 def group_options(argv: list[str]) -> list[tuple[str, list[str]]]:
@@ -117,11 +181,12 @@ def build_grid(base: list[str], axes: dict[str, list[str]]) -> list[SweepRun]:
         extra = [f"{_field_of(flag)}-{value}" for flag, value in values.items()
                  if flag not in ("--depth", "--seed", "--env", "--agent")]
         name = "_".join([label, *extra]).replace("/", "-")
+        template = "_".join([runs.run_label(config, SEED_MARK), *extra]).replace("/", "-")
         if name in names:
             fail(f"two points of the grid ({names[name]} and {values}) are the same run {name}")
         names[name] = values
         grid.append(SweepRun(name, {_field_of(f): v for f, v in values.items()},
-                             (*base, *swept), config))
+                             (*base, *swept), config, template))
     return grid
 
 
@@ -145,29 +210,41 @@ class TrainJob(submitit.helpers.Checkpointable):
     asks the training process to stop (SIGUSR1: it finishes its epoch and checkpoints), waits
     for it, and returns this job again for submitit to requeue: the requeued job resumes.
     ``environment``: variables set (or, with None, removed) for the training process.
+
+    With ``seeds``, ``run_path`` is a list: the runs of those seeds, trained together with
+    ``--seeds`` (the finished ones left out, the started ones resumed as a group).
     """
 
-    def __init__(self, run_path: str, train_args: list[str],
-                 environment: dict[str, str | None] | None = None, stop_timeout_s: float = 600):
+    def __init__(self, run_path: str | list[str], train_args: list[str],
+                 environment: dict[str, str | None] | None = None, stop_timeout_s: float = 600,
+                 seeds: list[int] | None = None):
         self.run_path, self.train_args = run_path, list(train_args)
         self.environment = dict(environment or {})
         self.stop_timeout_s = stop_timeout_s
+        self.seeds = seeds
         self._child: subprocess.Popen | None = None
+
+    @property
+    def _paths(self) -> list[Path]:
+        return [Path(p) for p in (self.run_path if self.seeds is not None else [self.run_path])]
 
     def __call__(self) -> dict[str, Any]:
         self.start()
         return self.wait()
 
     def start(self) -> None:
-        path = Path(self.run_path)
-        status = run_status(path)
-        if status == "finished":
+        remaining = [(path, seed) for path, seed in zip(self._paths, self.seeds or [None],
+                                                       strict=True)
+                     if run_status(path) != "finished"]
+        if not remaining:
             return
         # A run with a config (even one stopped before its first checkpoint, which crl.train
         # then starts from scratch) is resumed; nothing of a run directory is ever deleted
         # here. One still running makes crl.train refuse in one line.
-        resumable = status in ("resume", "running") or (path / runs.CONFIG_FILE).is_file()
-        args = ["--resume", str(path)] if resumable else self.train_args
+        started = [path for path, _ in remaining if (path / runs.CONFIG_FILE).is_file()]
+        args = ["--resume", str(started[0])] if started else self.train_args
+        if self.seeds is not None:
+            args = [*args, "--seeds", *(str(seed) for _, seed in remaining)]
         env = {**os.environ, **{k: v for k, v in self.environment.items() if v is not None}}
         for name in (k for k, v in self.environment.items() if v is None):
             env.pop(name, None)
@@ -191,10 +268,17 @@ class TrainJob(submitit.helpers.Checkpointable):
             if code != 0:
                 raise RuntimeError(f"python -m crl.train for {self.run_path} exited with code "
                                    f"{code}; re-run the sweep command to resume it")
-        metrics = runs.read_metrics(Path(self.run_path))
-        if not metrics:
-            raise RuntimeError(f"{self.run_path} logged no metrics; see its log")
-        return {"run": self.run_path, **metrics[-1]}
+        last = []
+        for path in self._paths:
+            metrics = runs.read_metrics(path)
+            if not metrics:
+                raise RuntimeError(f"{path} logged no metrics; see its log")
+            last.append(metrics[-1])
+        if len(last) == 1:
+            return {"run": self.run_path, **last[0]}
+        shared = [k for k in last[0] if all(isinstance(m.get(k), (int, float)) for m in last)]
+        return {"run": self.run_path, **{k: sum(m[k] for m in last) / len(last)
+                                         for k in shared}}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         child = self._child
@@ -209,7 +293,8 @@ class TrainJob(submitit.helpers.Checkpointable):
                 except ChildProcessError:  # already reaped
                     break
                 time.sleep(0.5)
-        again = TrainJob(self.run_path, self.train_args, self.environment, self.stop_timeout_s)
+        again = TrainJob(self.run_path, self.train_args, self.environment, self.stop_timeout_s,
+                         self.seeds)
         return submitit.helpers.DelayedSubmission(again)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -229,6 +314,9 @@ def _sweep_options() -> argparse.ArgumentParser:
                         help="sweep directory name under --run-dir (default: sweep_<env>)")
     parser.add_argument("--run-dir", default="runs", help="parent of the sweep directory")
     parser.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    parser.add_argument("--vectorize-seeds", action="store_true",
+                        help="train the seeds of each point in one job, vectorised (python -m "
+                             "crl.train --seeds): fewer jobs and GPUs, the same runs")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the jobs and what each would do; launch and write nothing")
     parser.add_argument("--wandb-sweep", action="store_true",
@@ -378,24 +466,23 @@ def slurm_executor(args: argparse.Namespace, sweep_dir: Path, jobs: int) -> subm
     return executor
 
 
-def launch_slurm(args: argparse.Namespace, todo: list[SweepRun],
+def launch_slurm(args: argparse.Namespace, todo: list[SweepJob],
                  sweep_dir: Path) -> dict[str, str]:
     """Submit one job array; returns run name -> job id."""
     executor = slurm_executor(args, sweep_dir, len(todo))
     stop_timeout = max(args.signal_delay_s - 30, 10)
     with executor.batch():
-        submitted = [executor.submit(TrainJob(str(sweep_dir / run.name),
-                                              run.train_args(sweep_dir),
-                                              stop_timeout_s=stop_timeout)) for run in todo]
-    ids = {run.name: job.job_id for run, job in zip(todo, submitted, strict=True)}
-    for run in todo:
-        print(f"  {ids[run.name]:>14}  {run.name}")
+        submitted = [executor.submit(job.train_job(sweep_dir, stop_timeout_s=stop_timeout))
+                     for job in todo]
+    for job, slurm_job in zip(todo, submitted, strict=True):
+        print(f"  {slurm_job.job_id:>14}  {job.name}")
     print(f"submitted {len(todo)} jobs as a Slurm array; logs in {sweep_dir / SUBMITIT_DIR}; "
           f"`squeue --me` to follow, python -m crl.report {sweep_dir} to see the results")
-    return ids
+    return {run.name: slurm_job.job_id for job, slurm_job in zip(todo, submitted, strict=True)
+            for run in job.runs}
 
 
-def launch_local(args: argparse.Namespace, todo: list[SweepRun], sweep_dir: Path) -> int:
+def launch_local(args: argparse.Namespace, todo: list[SweepJob], sweep_dir: Path) -> int:
     """Run the jobs as local processes, ``--max-parallel`` at a time; returns the failures."""
     executor = submitit.LocalExecutor(folder=sweep_dir / SUBMITIT_DIR)
     executor.update_parameters(timeout_min=args.time_min, signal_delay_s=args.signal_delay_s)
@@ -404,21 +491,21 @@ def launch_local(args: argparse.Namespace, todo: list[SweepRun], sweep_dir: Path
     free_slots = list(range(args.max_parallel))
     while pending or running:
         while pending and free_slots:
-            run, slot = pending.pop(0), free_slots.pop(0)
+            sweep_job, slot = pending.pop(0), free_slots.pop(0)
             if gpus:  # each slot gets its own GPUs
                 executor.update_parameters(gpus_per_node=gpus, visible_gpus=tuple(
                     range(slot * gpus, (slot + 1) * gpus)))
                 environment = {}
             else:  # the runs see the devices this command sees
                 environment = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
-            job = executor.submit(TrainJob(str(sweep_dir / run.name), run.train_args(sweep_dir),
-                                           environment, max(args.signal_delay_s - 30, 10)))
-            running[job] = (run, slot)
-            print(f"started {run.name} (local job {job.job_id}, log {job.paths.stdout})",
+            job = executor.submit(sweep_job.train_job(sweep_dir, environment,
+                                                max(args.signal_delay_s - 30, 10)))
+            running[job] = (sweep_job, slot)
+            print(f"started {sweep_job.name} (local job {job.job_id}, log {job.paths.stdout})",
                   flush=True)
         time.sleep(0.5)
         for job in [job for job in running if job.done()]:
-            run, slot = running.pop(job)
+            sweep_job, slot = running.pop(job)
             free_slots.append(slot)
             done += 1
             error = job.exception()
@@ -427,11 +514,11 @@ def launch_local(args: argparse.Namespace, todo: list[SweepRun], sweep_dir: Path
                 shown = " ".join(f"{k}={result[k]:.3g}" for k in ("eval/success",
                                                                    "eval/success_any")
                                  if k in result)
-                print(f"[{done}/{len(todo)}] {run.name} finished: {shown}", flush=True)
+                print(f"[{done}/{len(todo)}] {sweep_job.name} finished: {shown}", flush=True)
             else:
                 failed += 1
                 reason = str(error).strip().splitlines()[-1]
-                print(f"[{done}/{len(todo)}] {run.name} FAILED: {reason} (log: "
+                print(f"[{done}/{len(todo)}] {sweep_job.name} FAILED: {reason} (log: "
                       f"{job.paths.stderr})", flush=True)
     return failed
 
@@ -492,10 +579,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sweep {sweep_dir}: {len(grid)} runs, {args.launcher} launcher")
     for run, status in planned:
         print(f"  {run.name:<40} {_describe(status, sweep_dir / run.name)}")
-    todo = [run for run, status in planned if status in ("new", "resume")]
+    todo = make_jobs([run for run, status in planned if status in ("new", "resume")],
+                     sweep_dir, args.vectorize_seeds)
     if args.dry_run:
-        for run in todo:
-            print("  python -m crl.train " + shlex.join(run.train_args(sweep_dir)))
+        for job in todo:
+            print("  python -m crl.train " + shlex.join(job.command(sweep_dir)))
         print(f"dry run: {len(todo)} jobs would be launched")
         return 0
     _record(sweep_dir, base, grid, argv)
@@ -506,10 +594,11 @@ def main(argv: list[str] | None = None) -> int:
         _record(sweep_dir, base, grid, argv, launch_slurm(args, todo, sweep_dir))
         return 0
     failed = launch_local(args, todo, sweep_dir)
+    unit = "jobs" if args.vectorize_seeds else "runs"
     if failed:
-        print(f"{failed} of {len(todo)} runs failed; re-run the same command to resume them")
+        print(f"{failed} of {len(todo)} {unit} failed; re-run the same command to resume them")
         return 1
-    print(f"all {len(todo)} runs finished; python -m crl.report {sweep_dir}")
+    print(f"all {len(todo)} {unit} finished; python -m crl.report {sweep_dir}")
     return 0
 
 

@@ -7,7 +7,8 @@ collects an unroll from every env with the agent's policy, appends it to the rep
 samples batches as the agent asks (windows, hindsight goals, shuffling) and runs the agent's
 update on each. Everything runs under ``shard_map`` over a 1-D device mesh: envs, replay and
 batches are split over devices, the agent's state is replicated and its gradients averaged. One
-device is a mesh of size one.
+device is a mesh of size one. With ``--seeds`` every function is ``vmap``ped over a leading
+seed axis of the whole state (inside each device): independent runs in one program.
 """
 
 from __future__ import annotations
@@ -33,9 +34,17 @@ from crl import distributed, runs
 from crl.agents import make_agent
 from crl.agents.base import Agent, EnvSizes, Params
 from crl.checkpoint import Checkpoints, Meta, directory_size
-from crl.config import Config, ConfigError, check_device_split, fail, parse_args
+from crl.config import (
+    SEED_MARK,
+    Config,
+    ConfigError,
+    check_device_split,
+    fail,
+    parse_args,
+    seed_configs,
+)
 from crl.distributed import AXIS
-from crl.divergence import Diverged, first_non_finite
+from crl.divergence import Diverged, SeedsDiverged, first_non_finite, first_non_finite_per_seed
 from crl.envs import get_spec
 from crl.envs.base import goal_distance, split_observation
 from crl.envs.wrappers import EpisodeBatch
@@ -91,16 +100,49 @@ class Trainer:
         self.local_envs = config.num_envs // self.num_devices
         self.local_batch = config.batch_size // self.num_devices
         self.local_eval_envs = config.num_eval_envs // self.num_devices
+        self.seed_configs = seed_configs(config)
+        self.num_seeds = len(config.seeds)  # 0: one run, and no seed axis
+
+    # ---------------------------------------------------------------- seeds
+    def _over_seeds(self, fn: Callable) -> Callable:
+        """``fn`` mapped over the leading seed axis of all its arguments and results (itself
+        for one run)."""
+        return jax.vmap(fn) if self.num_seeds else fn
+
+    def _seed_spec(self, spec: PartitionSpec) -> PartitionSpec:
+        """``spec`` of one run's array, for the same array of every seed (leading axis)."""
+        return PartitionSpec(None, *spec) if self.num_seeds and len(spec) else spec
+
+    def seed_keys(self, key_of: Callable[[Config], jax.Array]) -> jax.Array:
+        """``key_of(config)`` of the run, or stacked over the runs of --seeds."""
+        if not self.num_seeds:
+            return key_of(self.config)
+        return jnp.stack([key_of(config) for config in self.seed_configs])
+
+    def seed_state(self, state: Any, index: int) -> Any:
+        """The state (or parameters, or metrics) of the ``index``-th seed of a group."""
+        return jax.tree.map(lambda x: x[index], state) if self.num_seeds else state
+
+    def stack_seeds(self, states: list[TrainState]) -> TrainState:
+        """The group's state of the states of its seeds, in the group's shardings."""
+        from crl.checkpoint import abstract_state
+
+        shardings = jax.tree.map(lambda x: x.sharding, abstract_state(self))
+        return jax.jit(lambda states: jax.tree.map(lambda *xs: jnp.stack(xs), *states),
+                       out_shardings=shardings)(states)
 
     # ---------------------------------------------------------------- state and sharding
-    def state_specs(self) -> TrainState:
-        """Where each part of the state lives on the mesh (a prefix of TrainState)."""
+    def state_specs(self, one_seed: bool = False) -> TrainState:
+        """Where each part of the state lives on the mesh (a prefix of TrainState); of the
+        whole group, or with ``one_seed`` of one of its seeds."""
         replicated, by_env = PartitionSpec(), PartitionSpec(AXIS)
-        return TrainState(
+        specs = TrainState(
             agent=replicated, env_state=by_env,
             buffer=replay.ReplayBuffer(data=PartitionSpec(None, AXIS),
                                        insert_position=replicated, size=replicated),
             key=replicated)
+        return specs if one_seed else jax.tree.map(
+            self._seed_spec, specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
 
     @property
     def compiler_options(self) -> dict[str, Any] | None:
@@ -112,9 +154,14 @@ class Trainer:
         return jax.jit(mapped, donate_argnums=(0,) if donate else ())
 
     def init(self, key: jax.Array) -> TrainState:
-        """Fresh parameters, optimiser states, envs and an empty replay buffer."""
-        return self._sharded(self._init_local, PartitionSpec(), self.state_specs(),
-                             donate=False)(key)
+        """Fresh parameters, optimiser states, envs and an empty replay buffer (one ``key`` per
+        seed with --seeds, ``init_key`` of each)."""
+        return self._sharded(self._over_seeds(self._init_local), PartitionSpec(),
+                             self.state_specs(), donate=False)(key)
+
+    def init_key(self) -> jax.Array:
+        """The key(s) of ``init`` of a new run: from its seed."""
+        return self.seed_keys(lambda config: jax.random.PRNGKey(config.seed))
 
     def _init_local(self, key: jax.Array) -> TrainState:
         agent_key, env_key, key = jax.random.split(key, 3)
@@ -213,7 +260,7 @@ class Trainer:
             return jax.lax.scan(unroll, state, None, self.config.prefill_unrolls)[0]
 
         specs = self.state_specs()
-        return self._sharded(prefill_local, (specs,), specs)
+        return self._sharded(self._over_seeds(prefill_local), (specs,), specs)
 
     @functools.cached_property
     def train_epoch(self) -> Callable[[TrainState], tuple[TrainState, dict]]:
@@ -224,7 +271,7 @@ class Trainer:
             return state, jax.tree.map(jnp.mean, metrics)
 
         specs = self.state_specs()
-        return self._sharded(epoch_local, (specs,), (specs, PartitionSpec()))
+        return self._sharded(self._over_seeds(epoch_local), (specs,), (specs, PartitionSpec()))
 
     @functools.cached_property
     def sgd_steps(self) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
@@ -232,13 +279,14 @@ class Trainer:
         devices along the batch axis), without collecting or sampling: the update alone, for
         benchmarks and for checking that device count does not change the numbers."""
         specs = self.state_specs()
-        return self._sharded(self._sgd_steps, (specs, PartitionSpec(None, AXIS), PartitionSpec()),
+        return self._sharded(self._over_seeds(self._sgd_steps),
+                             (specs, self._seed_spec(PartitionSpec(None, AXIS)), PartitionSpec()),
                              (specs, PartitionSpec()))
 
     @functools.cached_property
     def evaluate(self) -> Callable[[Params, jax.Array], dict[str, jax.Array]]:
         """One episode on each of ``num_eval_envs`` fresh envs with the deterministic policy
-        of the agent's parameters."""
+        of the agent's parameters (per seed with --seeds: parameters and keys stacked)."""
         def evaluate_local(params, key):
             env = self.eval_env
             env_state = env.reset(jax.random.split(self._local_key(key), self.local_eval_envs))
@@ -266,7 +314,7 @@ class Trainer:
             }
             return jax.lax.pmean(jax.tree.map(lambda x: x.astype(jnp.float32), metrics), AXIS)
 
-        return self._sharded(evaluate_local, (PartitionSpec(), PartitionSpec()),
+        return self._sharded(self._over_seeds(evaluate_local), (PartitionSpec(), PartitionSpec()),
                              PartitionSpec(), donate=False)
 
 
@@ -311,7 +359,7 @@ def evaluation_key(config: Config, epoch: int) -> jax.Array:
 
 class _RunRecord:
     """Where a run's progress goes: metrics.jsonl, the console and wandb (from process 0), and
-    checkpoints (every process writes its shards)."""
+    checkpoints (every process writes its shards). A --seeds group has one per seed."""
 
     def __init__(self, path: Path, config: Config, checkpoints: Checkpoints,
                  history: list[dict], last_checkpoint: int | None, main_process: bool,
@@ -320,14 +368,12 @@ class _RunRecord:
         self.history, self.last_checkpoint, self.log = history, last_checkpoint, log
         self.main_process, self.saved_once = main_process, False
         self.wandb = WandbRun(path, config, history) if config.wandb and main_process else None
-        self.progress: runs.Progress | None = None
+        self.diverged: Diverged | None = None  # then nothing more is recorded
 
     def metrics(self, metrics: dict[str, Any]) -> None:
         self.history.append(metrics)
         if self.main_process:
             runs.append_metrics(self.path, metrics)
-            if self.progress:
-                self.progress.update(metrics["epoch"], metrics["env_steps"], metrics)
         if self.wandb:
             self.wandb.log(metrics)
 
@@ -344,65 +390,122 @@ class _RunRecord:
     def close(self, error: BaseException | None) -> None:
         self.checkpoints.close()
         if self.wandb:
-            self.wandb.finish(preempted=isinstance(error, Preempted),
-                              failed=error is not None and not isinstance(error, Preempted))
+            failed = self.diverged is not None or (error is not None
+                                                   and not isinstance(error, Preempted))
+            self.wandb.finish(preempted=isinstance(error, Preempted), failed=failed)
 
 
-def _open_run(config: Config, path: Path, resume: bool, trainer: Trainer, main_process: bool,
-              log: Callable[[str], None]) -> tuple[TrainState, Meta | None, _RunRecord]:
-    """A new run directory and state, or the state of the latest checkpoint of ``path``."""
-    if resume and not (path / runs.CONFIG_FILE).is_file():
-        raise runs.RunError(f"no run to resume at {path}: {path / runs.CONFIG_FILE} does not "
-                            "exist")
-    if resume and not runs.checkpointed_epochs(path):
+def _resumable_seeds(config: Config, log: Callable[[str], None]) -> Config:
+    """The seeds of a --seeds group to resume together: those at the group's latest checkpoint.
+    A seed behind it (it diverged, or was stopped apart) is left out, with how to resume it;
+    a lost run directory is an error."""
+    if not config.seeds:
+        return config
+    paths = dict(zip(config.seeds, runs.seed_run_paths(config), strict=True))
+    lost = [seed for seed, path in paths.items() if not (path / runs.CONFIG_FILE).is_file()]
+    if lost:
+        kept = [seed for seed in config.seeds if seed not in lost]
+        hint = (f"resume the others with --resume {paths[kept[0]]} --seeds "
+                f"{' '.join(map(str, kept))}" if kept else "nothing is left to resume")
+        raise runs.RunError(f"{paths[lost[0]]}, the run of seed {lost[0]} of this group, is "
+                            f"missing (no {runs.CONFIG_FILE}); {hint}")
+    latest = {seed: (runs.checkpointed_epochs(path) or [None])[-1] for seed, path in
+              paths.items()}
+    epochs = [epoch for epoch in latest.values() if epoch is not None]
+    if not epochs:
+        return config  # none was checkpointed: the group starts from scratch
+    behind = [seed for seed, epoch in latest.items() if epoch != max(epochs)]
+    for seed in behind:
+        log(f"seed {seed} ({paths[seed]}) is at "
+            f"{'no checkpoint' if latest[seed] is None else f'epoch {latest[seed]}'}, behind "
+            f"the group's epoch {max(epochs)} (it diverged or stopped apart): left out; resume "
+            f"it on its own with --resume {paths[seed]} --seeds {seed}")
+    return dataclasses.replace(config, seeds=tuple(s for s in config.seeds if s not in behind))
+
+
+def _open_run(config: Config, resume: bool, trainer: Trainer, main_process: bool,
+              log: Callable[[str], None]) -> tuple[TrainState, Meta | None, list[_RunRecord]]:
+    """New run directories and state (one, or one per seed of --seeds), or the state of their
+    latest checkpoints."""
+    configs = trainer.seed_configs
+    paths = [runs.run_path(one) for one in configs]
+    group = bool(trainer.num_seeds)
+    if resume and not (paths[0] / runs.CONFIG_FILE).is_file():
+        raise runs.RunError(f"no run to resume at {paths[0]}: {paths[0] / runs.CONFIG_FILE} does "
+                            "not exist")
+    if resume and not any(runs.checkpointed_epochs(path) for path in paths):
         # Stopped before its first checkpoint (while compiling, say): nothing was trained.
-        log(f"{path} stopped before its first checkpoint: starting it from scratch with its "
-            "recorded configuration")
+        log(f"{paths[0]} stopped before its first checkpoint: starting it from scratch with its "
+            "recorded configuration" + (" (and the other seeds of its group)" if group else ""))
         resume = False
     elif not resume:
-        runs.check_new_run(path)
+        for path in paths:
+            runs.check_new_run(path)
     if resume:
-        checkpoints = Checkpoints(path, keep=config.keep_checkpoints)
-        state, meta = checkpoints.restore_latest(trainer, log)
-        if meta.epoch >= config.num_epochs:
-            checkpoints.close()
-            raise runs.RunError(f"{path} has finished its {config.num_epochs} epochs; to train "
-                                f"it longer, resume with --num-epochs N (N > {meta.epoch})")
-        history = runs.metrics_until(path, meta.epoch)
+        checkpoints = [Checkpoints(path, keep=config.keep_checkpoints) for path in paths]
+        try:
+            restored = [one_checkpoints.restore_latest(trainer, log, one if group else None)
+                        for one_checkpoints, one in zip(checkpoints, configs, strict=True)]
+            meta = restored[0][1]
+            if meta.epoch >= config.num_epochs:
+                raise runs.RunError(f"{paths[0]} has finished its {config.num_epochs} epochs; to "
+                                    f"train it longer, resume with --num-epochs N "
+                                    f"(N > {meta.epoch})")
+            if any(one_meta.epoch != meta.epoch for _, one_meta in restored):
+                raise runs.RunError("the seeds' latest readable checkpoints are of different "
+                                    "epochs; resume each with --seeds K")
+        except BaseException:
+            for one_checkpoints in checkpoints:
+                one_checkpoints.close()
+            raise
+        state = trainer.stack_seeds([one for one, _ in restored]) if group else restored[0][0]
+        histories = [runs.metrics_until(path, meta.epoch) for path in paths]
     else:
-        state, meta, history = trainer.init(jax.random.PRNGKey(config.seed)), None, []
+        state, meta = trainer.init(trainer.init_key()), None
+        histories = [[] for _ in paths]
         # Every process has checked before any creates: they all agree whether it is new.
         distributed.barrier("run directory checked")
         if main_process:
-            runs.create_run(path, config)
+            for path, one in zip(paths, configs, strict=True):
+                runs.create_run(path, one, group=config if group else None)
         distributed.barrier("run directory created")
-        checkpoints = Checkpoints(path, keep=config.keep_checkpoints)
-        log(f"run directory: {path}")
+        checkpoints = [Checkpoints(path, keep=config.keep_checkpoints) for path in paths]
+        log(f"run director{'ies' if group else 'y'}: {', '.join(map(str, paths))}")
+    records: list[_RunRecord] = []
     try:
-        record = _RunRecord(path, config, checkpoints, history, meta.epoch if meta else None,
-                            main_process, log)
+        for path, one, one_checkpoints, history in zip(paths, configs, checkpoints, histories,
+                                                       strict=True):
+            records.append(_RunRecord(path, one, one_checkpoints, history,
+                                      meta.epoch if meta else None, main_process, log))
     except Exception as error:  # wandb could not start (no account, no network, ...)
-        checkpoints.close()
+        for one_checkpoints in checkpoints:
+            one_checkpoints.close()
         if not resume and main_process:
-            runs.remove_run_files(path)  # written above, they hold nothing yet
+            for path in paths:
+                runs.remove_run_files(path)  # written above, they hold nothing yet
         raise runs.RunError(f"wandb: {runs.first_line(error)}") from error
     if resume:
         if main_process:  # only now that everything has started: later epochs are redone
-            runs.write_metrics(path, history)
-            runs.write_config(path, config)
-        log(f"resuming {path} after epoch {meta.epoch} ({meta.env_steps:,} env steps)")
-    return state, meta, record
+            for record in records:
+                runs.write_metrics(record.path, record.history)
+                runs.write_config(record.path, record.config)
+        log(f"resuming {', '.join(map(str, paths))} after epoch {meta.epoch} "
+            f"({meta.env_steps:,} env steps)")
+    return state, meta, records
 
 
 def train(config: Config, log: Callable[[str], None] = print,
-          resume: bool = False) -> tuple[TrainState, list[dict]]:
+          resume: bool = False) -> tuple[TrainState, list]:
     """Run a whole (validated, resolved) configuration and write its run directory; with
-    ``resume``, continue the run in that directory from its latest checkpoint.
+    ``resume``, continue the run in that directory from its latest checkpoint. With --seeds,
+    one run directory per seed, all trained in one program.
 
     Every process of a multi-process run calls this; process 0 alone writes the run's files,
     the console and wandb, and each process writes its shards of the checkpoints. Returns the
-    final state and every epoch's metrics. Raises Preempted (after a checkpoint) on SIGTERM,
-    SIGUSR1 or SIGUSR2, and Diverged on a non-finite loss or parameter.
+    final state and every epoch's metrics (with --seeds, a list of them per seed, and the state
+    with a leading seed axis). Raises Preempted (after a checkpoint) on SIGTERM, SIGUSR1 or
+    SIGUSR2, and Diverged on a non-finite loss or parameter (SeedsDiverged at the end, when
+    some seeds of a group diverged and the others went on).
     """
     distributed.initialize(config)
     main_process = distributed.is_main_process()
@@ -411,32 +514,56 @@ def train(config: Config, log: Callable[[str], None] = print,
     if config.run_name is None:
         config = dataclasses.replace(
             config, run_name=runs.default_run_name(config, distributed.shared_timestamp()))
-    path = runs.run_path(config)
+    if config.seeds and SEED_MARK not in config.run_name:
+        config = dataclasses.replace(config, run_name=config.run_name + f"_s{SEED_MARK}")
+    if resume:
+        config = _resumable_seeds(config, log)
     enable_compile_cache(config.compile_cache)
     trainer = Trainer(config)  # checks device splits, builds envs and networks, compiles nothing
-    # Process 0 holds the run's lock for the whole run; the others write only checkpoint shards.
-    with (runs.RunLock(path) if main_process else contextlib.nullcontext()), \
-            PreemptionWatch() as watch:  # from the start: a signal while compiling is kept too
-        state, meta, record = _open_run(config, path, resume, trainer, main_process, log)
+    with contextlib.ExitStack() as stack:
+        # Process 0 holds the runs' locks for the whole run; the others write only checkpoint
+        # shards.
+        if main_process:
+            for path in runs.seed_run_paths(config):
+                stack.enter_context(runs.RunLock(path))
+        watch = stack.enter_context(PreemptionWatch())  # a signal while compiling is kept too
+        state, meta, records = _open_run(config, resume, trainer, main_process, log)
         error = None
         try:
-            state = _train_epochs(trainer, state, meta, record, watch, log)
+            state = _train_epochs(trainer, state, meta, records, watch, log)
         except BaseException as raised:
             error = raised
             raise
         finally:
-            record.close(error)
-    return state, record.history
+            for record in records:
+                record.close(error)
+    histories = [record.history for record in records]
+    return state, histories if trainer.num_seeds else histories[0]
 
 
-def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None, record: _RunRecord,
-                  watch: PreemptionWatch, log: Callable[[str], None]) -> TrainState:
-    config, path = trainer.config, record.path
+def _seed_metrics(trainer: Trainer, metrics: dict[str, Any]) -> list[dict[str, float]]:
+    """Metrics of a compiled call as floats, one dict per seed (one dict for one run)."""
+    values = jax.device_get(metrics)
+    if not trainer.num_seeds:
+        return [{k: float(v) for k, v in values.items()}]
+    return [{k: float(v[seed]) for k, v in values.items()} for seed in range(trainer.num_seeds)]
+
+
+def _mean_metrics(metrics: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([one[k] for one in metrics])) for k in metrics[0]}
+
+
+def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None,
+                  records: list[_RunRecord], watch: PreemptionWatch,
+                  log: Callable[[str], None]) -> TrainState:
+    config = trainer.config
+    group = f", {trainer.num_seeds} seeds vectorised" if trainer.num_seeds else ""
     log(f"{config.agent}{' + HER' if config.her else ''} on {config.env}: {config.num_envs} "
-        f"envs on {trainer.num_devices} device(s), "
+        f"envs on {trainer.num_devices} device(s){group}, "
         f"{config.training_steps_per_epoch} training steps x "
         f"{config.sgd_batches_per_training_step} SGD batches per epoch, "
         f"{config.num_epochs} epochs")
+    evaluation_keys = lambda epoch: trainer.seed_keys(lambda one: evaluation_key(one, epoch))
     fill_buffer = meta is None or not meta.has_buffer
     options = trainer.compiler_options
     if fill_buffer:
@@ -445,10 +572,17 @@ def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None, record
     train_epoch, epoch_compile_s = timed_compile(trainer.train_epoch, state,
                                                  compiler_options=options)
     evaluate, eval_compile_s = timed_compile(trainer.evaluate, state.agent.params,
-                                             evaluation_key(config, 0), compiler_options=options)
+                                             evaluation_keys(0), compiler_options=options)
     log(f"compiled in {epoch_compile_s + eval_compile_s:.1f}s plus "
         f"{prefill_compile_s if fill_buffer else 0:.1f}s for the prefill "
         f"(training epoch {epoch_compile_s:.1f}s)")
+
+    def alive() -> list[tuple[int, _RunRecord]]:
+        return [(index, record) for index, record in enumerate(records) if not record.diverged]
+
+    def checkpoint(epoch: int, env_steps: int) -> None:
+        for index, record in alive():
+            record.checkpoint(trainer.seed_state(state, index), epoch, env_steps)
 
     prefill_steps = config.prefill_unrolls * config.unroll_length * config.num_envs
     if fill_buffer:
@@ -459,15 +593,17 @@ def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None, record
     if meta is None:
         epoch, env_steps = 0, prefill_steps
         # Epoch 0: the initial policy, the baseline of every learning curve.
-        initial = jax.device_get(evaluate(state.agent.params, evaluation_key(config, 0)))
-        record.metrics({"epoch": 0, "env_steps": env_steps,
-                        **{k: float(v) for k, v in initial.items()},
-                        "time/compile_epoch_s": epoch_compile_s,
-                        "time/compile_prefill_s": prefill_compile_s,
-                        "time/compile_eval_s": eval_compile_s, "time/prefill_s": prefill_s})
-        log(f"initial policy: eval/success={initial['eval/success']:.3g} "
-            f"eval/success_any={initial['eval/success_any']:.3g}")
-        record.checkpoint(state, 0, env_steps)
+        initial = _seed_metrics(trainer, evaluate(state.agent.params, evaluation_keys(0)))
+        for record, metrics in zip(records, initial, strict=True):
+            record.metrics({"epoch": 0, "env_steps": env_steps, **metrics,
+                            "time/compile_epoch_s": epoch_compile_s,
+                            "time/compile_prefill_s": prefill_compile_s,
+                            "time/compile_eval_s": eval_compile_s, "time/prefill_s": prefill_s})
+        shown = _mean_metrics(initial)
+        log(f"initial policy: eval/success={shown['eval/success']:.3g} "
+            f"eval/success_any={shown['eval/success_any']:.3g}"
+            + (" (mean over seeds)" if trainer.num_seeds else ""))
+        checkpoint(0, env_steps)
     else:
         epoch, env_steps = meta.epoch, meta.env_steps
         if fill_buffer:
@@ -475,47 +611,75 @@ def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None, record
             log(f"the checkpoint has no replay buffer: refilled it with {prefill_steps:,} env "
                 "steps of the current policy (the run is no longer an exact continuation)")
 
-    record.progress = runs.Progress(config.num_epochs, epoch, env_steps)
+    progress = runs.Progress(config.num_epochs, epoch, env_steps) if records[0].main_process \
+        else None
     epoch_steps = config.training_steps_per_epoch * config.env_steps_per_training_step
     stop = watch.agreed()
     while stop is None and epoch < config.num_epochs:
         epoch += 1
         start = time.perf_counter()
         state, train_metrics = train_epoch(state)
-        train_metrics = {f"train/{k}": float(v) for k, v in jax.device_get(train_metrics).items()}
+        train_metrics = [{f"train/{k}": v for k, v in metrics.items()}
+                         for metrics in _seed_metrics(trainer, train_metrics)]
         train_s = time.perf_counter() - start
-        non_finite = first_non_finite(train_metrics, {
-            "params": state.agent.params, "agent": state.agent.replace(params=None)})
-        if non_finite:
-            raise Diverged(epoch, non_finite, record.last_checkpoint)
+        _check_finite(trainer, state, train_metrics, records, epoch, log)
         start = time.perf_counter()
-        eval_metrics = jax.device_get(evaluate(state.agent.params,
-                                               evaluation_key(config, epoch)))
+        eval_metrics = _seed_metrics(trainer, evaluate(state.agent.params,
+                                                       evaluation_keys(epoch)))
         eval_s = time.perf_counter() - start
         env_steps += epoch_steps
-        record.metrics({
-            "epoch": epoch, "env_steps": env_steps, **train_metrics,
-            **{k: float(v) for k, v in eval_metrics.items()},
-            "time/epoch_s": train_s, "time/eval_s": eval_s,
-            "time/env_steps_per_s": epoch_steps / train_s,
-            "time/sgd_steps_per_s": (config.training_steps_per_epoch
-                                     * config.sgd_batches_per_training_step / train_s),
-        })
+        for index, record in alive():
+            record.metrics({
+                "epoch": epoch, "env_steps": env_steps, **train_metrics[index],
+                **eval_metrics[index],
+                "time/epoch_s": train_s, "time/eval_s": eval_s,
+                "time/env_steps_per_s": epoch_steps / train_s,
+                "time/sgd_steps_per_s": (config.training_steps_per_epoch
+                                         * config.sgd_batches_per_training_step / train_s),
+            })
+        if progress:
+            progress.update(epoch, env_steps, _mean_metrics([record.history[-1]
+                                                             for _, record in alive()]))
         stop = watch.agreed()
         if epoch % config.checkpoint_every == 0 or epoch == config.num_epochs or stop:
-            record.checkpoint(state, epoch, env_steps)
+            checkpoint(epoch, env_steps)
     if stop:
-        if record.last_checkpoint != epoch:
-            record.checkpoint(state, epoch, env_steps)
-        raise Preempted(epoch, stop, str(path))
-    if config.render and record.main_process:
-        try:
-            render_policy(trainer, state.agent.params, path / "render", epoch,
-                          evaluation_key(config, epoch), log=log)
-        except Exception as error:  # the run is saved; a picture is not worth failing it
-            log(f"rendering failed ({type(error).__name__}: {error}); retry with: "
-                f"python -m crl.render {path}")
+        if any(record.last_checkpoint != epoch for _, record in alive()):
+            checkpoint(epoch, env_steps)
+        raise Preempted(epoch, stop, str(alive()[0][1].path))
+    if config.render and records[0].main_process:
+        for index, record in alive():
+            try:
+                render_policy(trainer, trainer.seed_state(state.agent.params, index),
+                              record.path / "render", epoch,
+                              evaluation_key(record.config, epoch), log=log)
+            except Exception as error:  # the run is saved; a picture is not worth failing it
+                log(f"rendering failed ({type(error).__name__}: {error}); retry with: "
+                    f"python -m crl.render {record.path}")
+    diverged = {record.config.seed: record.diverged for record in records if record.diverged}
+    if diverged:
+        raise SeedsDiverged(diverged)
     return state
+
+
+def _check_finite(trainer: Trainer, state: TrainState, train_metrics: list[dict[str, float]],
+                  records: list[_RunRecord], epoch: int, log: Callable[[str], None]) -> None:
+    """Stop recording each run whose losses or parameters are no longer finite: raise Diverged
+    for one run, or when every seed of a group has diverged; otherwise the others go on."""
+    tree = {"params": state.agent.params, "agent": state.agent.replace(params=None)}
+    if not trainer.num_seeds:
+        non_finite = first_non_finite(train_metrics[0], tree)
+        if non_finite:
+            raise Diverged(epoch, non_finite, records[0].last_checkpoint)
+        return
+    for record, non_finite in zip(records, first_non_finite_per_seed(train_metrics, tree),
+                                  strict=True):
+        if non_finite and not record.diverged:
+            record.diverged = Diverged(epoch, non_finite, record.last_checkpoint)
+            log(f"seed {record.config.seed} ({record.path}) {record.diverged}; the other seeds "
+                "go on")
+    if all(record.diverged for record in records):
+        raise SeedsDiverged({record.config.seed: record.diverged for record in records})
 
 
 def main(argv: list[str] | None = None) -> Any:

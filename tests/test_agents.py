@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from brax.envs.base import State
-from tiny import BASELINES, TINY, batches_for, with_epochs
+from tiny import BASELINES, TINY, batches_for, with_epochs, without_times
 
 import crl
 from crl import buffer as replay
@@ -27,10 +27,6 @@ from crl.train import Trainer, main, train
 
 TESTS = Path(__file__).resolve().parent
 GOLDEN = json.loads((TESTS / "golden" / "crl_before_split.json").read_text())
-
-
-def without_times(history):
-    return [{k: v for k, v in m.items() if not k.startswith("time/")} for m in history]
 
 
 def baseline_config(tmp_path, name: str, **changes):

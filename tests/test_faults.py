@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny import TINY, cli_args, with_epochs
+from tiny import TINY, cli_args, quiet, with_epochs, without_times
 
 from crl import report, runs, sweep
 from crl.checkpoint import UNREADABLE_DIR, Checkpoints, _is_damage
@@ -28,14 +28,6 @@ from crl.train import EXIT_PREEMPTED, EXIT_WRITE_FAILED, main, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-
-
-def quiet(_):
-    pass
-
-
-def without_times(history):
-    return [{k: v for k, v in m.items() if not k.startswith("time/")} for m in history]
 
 
 def files(path: Path) -> dict[Path, bytes]:

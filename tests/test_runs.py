@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from tiny import TINY, cli_args, with_epochs
+from tiny import TINY, cli_args, quiet, with_epochs, without_times
 
 import crl
 from crl import runs
@@ -31,20 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 
-def without_times(history):
-    return [{k: v for k, v in m.items() if not k.startswith("time/")} for m in history]
-
-
 def assert_states_identical(a, b):
     leaves_a, leaves_b = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)
     assert len(leaves_a) == len(leaves_b)
     for (path, x), y in zip(leaves_a, leaves_b, strict=True):
         x, y = np.asarray(x), np.asarray(y)
         assert x.dtype == y.dtype and np.array_equal(x, y), jax.tree_util.keystr(path)
-
-
-def quiet(_):
-    pass
 
 
 def tiny_config(tmp_path, name, **changes):

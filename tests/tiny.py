@@ -21,6 +21,15 @@ def with_epochs(config: Config, num_epochs: int) -> Config:
         config.min_replay_size * config.num_envs + num_epochs * EPOCH_ENV_STEPS))
 
 
+def without_times(history: list[dict]) -> list[dict]:
+    """Metrics without the wall-clock ones (``time/...``), which no two runs share."""
+    return [{k: v for k, v in m.items() if not k.startswith("time/")} for m in history]
+
+
+def quiet(_: str) -> None:
+    """A ``log`` that prints nothing."""
+
+
 def cli_args(config: Config) -> list[str]:
     """The `python -m crl.train` options that give ``config`` (fields that differ from the
     defaults)."""
