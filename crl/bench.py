@@ -33,8 +33,8 @@ import numpy as np
 
 from crl import buffer
 from crl.agents import AGENT_NAMES
-from crl.config import Config, validate
-from crl.train import Trainer
+from crl.config import PRESETS, Config, validate
+from crl.train import Trainer, spread_seeds_over_cpu_cores
 
 
 @dataclasses.dataclass
@@ -87,6 +87,11 @@ def best_chained_time(step: Callable[[Any], Any], state: Any, repeats: int) -> f
     return min(times)
 
 
+def one_device() -> list:
+    """The device of every part but the seeds part: one program, one device."""
+    return jax.devices()[:1]
+
+
 def bench_config(env: str = "point_u_maze", depth: int = 4, **overrides: Any) -> Config:
     """The paper's network sizes (width 256, batch 512) on a small env count: what is timed is
     the networks, not the envs, unless the part says otherwise."""
@@ -110,7 +115,7 @@ def compile_part(depths: list[int], envs: list[str], agents: list[str]) -> Table
     for env, agent in itertools.product(envs, agents):
         reference = None
         for depth in depths:
-            trainer = Trainer(bench_config(env, depth, agent=agent))
+            trainer = Trainer(bench_config(env, depth, agent=agent), one_device())
             abstract_state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
             start = time.perf_counter()
             trainer.train_epoch.lower(abstract_state).compile()
@@ -164,7 +169,7 @@ def sgd_part(depths: list[int], batch_sizes: list[int], steps: int, repeats: int
     for batch in batch_sizes:
         for depth in depths:
             peak = matmul_flops_per_second(batch, 256, repeats)
-            trainer = Trainer(bench_config(depth=depth, batch_size=batch))
+            trainer = Trainer(bench_config(depth=depth, batch_size=batch), one_device())
             env = trainer.goal_env
             flops = sgd_step_flops(trainer.config, env.state_size, env.goal_size,
                                    env.action_size)
@@ -216,7 +221,7 @@ def e2e_part(envs: list[str], depths: list[int], repeats: int) -> Table:
                 batch_size=256, min_replay_size=100, max_replay_size=1000, num_epochs=1,
                 num_sgd_batches_per_training_step=batches_per_step,
                 total_env_steps=100 * num_envs + training_steps * num_envs * unroll)
-            trainer = Trainer(config)
+            trainer = Trainer(config, one_device())
             state = trainer.init(jax.random.PRNGKey(0))
             prefill_steps = config.prefill_unrolls * unroll * num_envs
             collect_rate = prefill_steps / best_chained_time(trainer.prefill, state, repeats)
@@ -246,7 +251,8 @@ def memory_part(depths: list[int], modes: list[str], batch: int) -> Table:
     for depth in depths:
         reference = None
         for mode in ["none", *[m for m in modes if m != "none"]]:
-            trainer = Trainer(bench_config(depth=depth, batch_size=batch, remat=mode))
+            trainer = Trainer(bench_config(depth=depth, batch_size=batch, remat=mode),
+                              one_device())
             abstract_state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
             batches = random_batches(trainer, 1, batch)
             compiled = trainer.sgd_steps.lower(abstract_state, batches,
@@ -263,7 +269,60 @@ def memory_part(depths: list[int], modes: list[str], batch: int) -> Table:
     return table
 
 
-PARTS = ("compile", "sgd", "relabel", "e2e", "memory")
+# ------------------------------------------------------------------------------------- seeds
+def seeds_part(cases: list[str], num_seeds: int, steps_per_epoch: int, repeats: int) -> Table:
+    table = Table("seeds", f"{num_seeds} seeds vectorised (--seeds) against one after another",
+                  ["case", "compile one s", f"compile {num_seeds} s", "one epoch s",
+                   f"{num_seeds} one after another s", f"{num_seeds} vectorised s",
+                   "vectorised / one after another"])
+    seeds = tuple(range(num_seeds))
+    for case in cases:
+        config = seeds_bench_config(case, steps_per_epoch)
+        single = Trainer(config, one_device())
+        group = Trainer(dataclasses.replace(config, seeds=seeds))  # the devices crl.train uses
+        compile_s, epochs = [], []
+        for trainer in (single, group):
+            state = trainer.prefill(trainer.init(trainer.init_key()))
+            start = time.perf_counter()
+            epochs.append(trainer.train_epoch.lower(state).compile())
+            compile_s.append(time.perf_counter() - start)
+        single_epoch, group_epoch = epochs
+        states = [single.prefill(single.init(jax.random.PRNGKey(seed))) for seed in seeds]
+
+        def one_after_another(states, epoch=single_epoch):
+            return [epoch(state)[0] for state in states]
+
+        sequential = best_chained_time(one_after_another, states, repeats)
+        vectorised = best_chained_time(lambda state, epoch=group_epoch: epoch(state)[0],
+                                       group.prefill(group.init(group.init_key())), repeats)
+        table.rows.append([case, *compile_s, sequential / num_seeds, sequential, vectorised,
+                           vectorised / sequential])
+    table.note = (f"One epoch of {steps_per_epoch} training steps per seed (collection, replay, "
+                  "SGD), after the prefill; point_u_maze with the point_quick preset, ant_u_maze "
+                  "with 64 envs, depth 4, batch 256. One after another: the one-seed program "
+                  f"run on each of the {num_seeds} seeds' states in turn, on one device; "
+                  "vectorised: on the devices python -m crl.train --seeds uses (on a CPU, one "
+                  "per core that divides the seeds).")
+    return table
+
+
+def seeds_bench_config(case: str, steps_per_epoch: int) -> Config:
+    """The two settings of the seeds benchmark, ``steps_per_epoch`` training steps an epoch."""
+    if case == "point_u_maze":
+        config = PRESETS["point_quick"]
+    else:
+        config = dataclasses.replace(
+            Config(), env=case, depth=4, num_envs=64, batch_size=256, unroll_length=20,
+            episode_length=100, min_replay_size=100, max_replay_size=1000,
+            num_sgd_batches_per_training_step=16, num_eval_envs=64)
+    config = dataclasses.replace(config, num_epochs=1, total_env_steps=(
+        config.min_replay_size * config.num_envs
+        + steps_per_epoch * config.num_envs * config.unroll_length))
+    return validate(dataclasses.replace(config, render=False, compile_cache=""))
+
+
+PARTS = ("compile", "sgd", "relabel", "e2e", "memory", "seeds")
+SEEDS_BENCHMARKED = 4
 
 
 def run(quick: bool, parts: tuple[str, ...], agents: tuple[str, ...] = ("crl",)) -> list[Table]:
@@ -278,6 +337,9 @@ def run(quick: bool, parts: tuple[str, ...], agents: tuple[str, ...] = ("crl",))
         "relabel": lambda: relabel_part([250, 500, 1000, 2000], 512, 3 if quick else 10),
         "e2e": lambda: e2e_part(["point_u_maze"] if quick else ["point_u_maze", "ant_u_maze"],
                                 [4] if quick else [4, 64], repeats),
+        "seeds": lambda: seeds_part(["point_u_maze"] if quick else
+                                    ["point_u_maze", "ant_u_maze"], SEEDS_BENCHMARKED,
+                                    4 if quick else 8, repeats),
         "memory": lambda: memory_part([64, 1024] if quick else [4, 64, 256, 1024],
                                       ["blocks"] if quick else ["elementwise", "blocks"], 512),
     }
@@ -300,6 +362,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="where to write the results (default: bench-<time>.json here)")
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_compilation_cache", False)
+    if "seeds" in args.parts:
+        spread_seeds_over_cpu_cores(SEEDS_BENCHMARKED)
     print(f"crl.bench on {jax.device_count()} {jax.devices()[0].platform} device(s) "
           f"({platform.processor() or platform.machine()}), jax {jax.__version__}"
           f"{', quick' if args.quick else ''}")

@@ -16,6 +16,7 @@ import numpy as np
 from crl.config import Config
 
 AXIS = "data"  # the device mesh axis that envs, replay and batches are split over
+SEED_AXIS = "seeds"  # with --seeds, the mesh axis that the seeds are split over
 
 
 def launched_by_slurm_with_several_tasks() -> bool:

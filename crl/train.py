@@ -8,7 +8,9 @@ samples batches as the agent asks (windows, hindsight goals, shuffling) and runs
 update on each. Everything runs under ``shard_map`` over a 1-D device mesh: envs, replay and
 batches are split over devices, the agent's state is replicated and its gradients averaged. One
 device is a mesh of size one. With ``--seeds`` every function is ``vmap``ped over a leading
-seed axis of the whole state (inside each device): independent runs in one program.
+seed axis of the whole state: independent runs in one program. The mesh is then 2-D: the seeds
+are split over as many devices as divide their number (no collective crosses seeds), and each
+seed's envs and batches over the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -43,7 +47,7 @@ from crl.config import (
     parse_args,
     seed_configs,
 )
-from crl.distributed import AXIS
+from crl.distributed import AXIS, SEED_AXIS
 from crl.divergence import Diverged, SeedsDiverged, first_non_finite, first_non_finite_per_seed
 from crl.envs import get_spec
 from crl.envs.base import goal_distance, split_observation
@@ -84,8 +88,14 @@ class Trainer:
     def __init__(self, config: Config, devices: list | None = None):
         self.config = config
         devices = devices if devices is not None else jax.devices()
-        self.mesh = Mesh(np.asarray(devices), (AXIS,))
-        self.num_devices = len(devices)
+        self.seed_configs = seed_configs(config)
+        self.num_seeds = len(config.seeds)  # 0: one run, and no seed axis
+        if self.num_seeds:
+            seed_devices = math.gcd(self.num_seeds, len(devices))
+            self.mesh = Mesh(np.asarray(devices).reshape(seed_devices, -1), (SEED_AXIS, AXIS))
+        else:
+            self.mesh = Mesh(np.asarray(devices), (AXIS,))
+        self.num_devices = self.mesh.shape[AXIS]  # that split one run's envs and batches
         check_device_split(config, self.num_devices)
         spec = get_spec(config.env)
         self.success_radius = spec.success_radius
@@ -100,8 +110,6 @@ class Trainer:
         self.local_envs = config.num_envs // self.num_devices
         self.local_batch = config.batch_size // self.num_devices
         self.local_eval_envs = config.num_eval_envs // self.num_devices
-        self.seed_configs = seed_configs(config)
-        self.num_seeds = len(config.seeds)  # 0: one run, and no seed axis
 
     # ---------------------------------------------------------------- seeds
     def _over_seeds(self, fn: Callable) -> Callable:
@@ -111,7 +119,7 @@ class Trainer:
 
     def _seed_spec(self, spec: PartitionSpec) -> PartitionSpec:
         """``spec`` of one run's array, for the same array of every seed (leading axis)."""
-        return PartitionSpec(None, *spec) if self.num_seeds and len(spec) else spec
+        return PartitionSpec(SEED_AXIS, *spec) if self.num_seeds else spec
 
     def seed_keys(self, key_of: Callable[[Config], jax.Array]) -> jax.Array:
         """``key_of(config)`` of the run, or stacked over the runs of --seeds."""
@@ -119,9 +127,21 @@ class Trainer:
             return key_of(self.config)
         return jnp.stack([key_of(config) for config in self.seed_configs])
 
-    def seed_state(self, state: Any, index: int) -> Any:
-        """The state (or parameters, or metrics) of the ``index``-th seed of a group."""
-        return jax.tree.map(lambda x: x[index], state) if self.num_seeds else state
+    def seed_state(self, state: TrainState, index: int) -> TrainState:
+        """The state of the ``index``-th seed of a group (a group's state itself for one run),
+        in the shardings of one seed's state: what its checkpoint holds."""
+        if not self.num_seeds:
+            return state
+        return self._slice_seed(state, jnp.int32(index))
+
+    @functools.cached_property
+    def _slice_seed(self) -> Callable[[TrainState, jax.Array], TrainState]:
+        from crl.checkpoint import abstract_state
+
+        shardings = jax.tree.map(lambda x: x.sharding, abstract_state(self, one_seed=True))
+        # Compiled, not eager indexing: the arrays may span the devices of several processes.
+        return jax.jit(lambda state, index: jax.tree.map(lambda x: x[index], state),
+                       out_shardings=shardings)
 
     def stack_seeds(self, states: list[TrainState]) -> TrainState:
         """The group's state of the states of its seeds, in the group's shardings."""
@@ -156,8 +176,9 @@ class Trainer:
     def init(self, key: jax.Array) -> TrainState:
         """Fresh parameters, optimiser states, envs and an empty replay buffer (one ``key`` per
         seed with --seeds, ``init_key`` of each)."""
-        return self._sharded(self._over_seeds(self._init_local), PartitionSpec(),
-                             self.state_specs(), donate=False)(key)
+        return self._sharded(self._over_seeds(self._init_local),
+                             self._seed_spec(PartitionSpec()), self.state_specs(),
+                             donate=False)(key)
 
     def init_key(self) -> jax.Array:
         """The key(s) of ``init`` of a new run: from its seed."""
@@ -174,15 +195,14 @@ class Trainer:
             buffer=replay.init_buffer(example, self.config.max_replay_size),
             key=key)
 
-    @staticmethod
-    def _per_device(tree: Any) -> Any:
+    def _per_device(self, tree: Any) -> Any:
         """Type every leaf as differing between devices. An env reset can leave some leaves
         (a constant reward, say) typed device-invariant, and a scan carry must keep its type."""
         def cast(x):
-            try:
-                return jax.lax.pcast(x, (AXIS,), to="varying")
-            except ValueError:  # already per-device
-                return x
+            for axis in self.mesh.axis_names:
+                with contextlib.suppress(ValueError):  # already per-device
+                    x = jax.lax.pcast(x, (axis,), to="varying")
+            return x
         return jax.tree.map(cast, tree)
 
     @staticmethod
@@ -271,7 +291,8 @@ class Trainer:
             return state, jax.tree.map(jnp.mean, metrics)
 
         specs = self.state_specs()
-        return self._sharded(self._over_seeds(epoch_local), (specs,), (specs, PartitionSpec()))
+        return self._sharded(self._over_seeds(epoch_local), (specs,),
+                             (specs, self._seed_spec(PartitionSpec())))
 
     @functools.cached_property
     def sgd_steps(self) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
@@ -280,8 +301,9 @@ class Trainer:
         benchmarks and for checking that device count does not change the numbers."""
         specs = self.state_specs()
         return self._sharded(self._over_seeds(self._sgd_steps),
-                             (specs, self._seed_spec(PartitionSpec(None, AXIS)), PartitionSpec()),
-                             (specs, PartitionSpec()))
+                             (specs, self._seed_spec(PartitionSpec(None, AXIS)),
+                              self._seed_spec(PartitionSpec())),
+                             (specs, self._seed_spec(PartitionSpec())))
 
     @functools.cached_property
     def evaluate(self) -> Callable[[Params, jax.Array], dict[str, jax.Array]]:
@@ -314,8 +336,9 @@ class Trainer:
             }
             return jax.lax.pmean(jax.tree.map(lambda x: x.astype(jnp.float32), metrics), AXIS)
 
-        return self._sharded(self._over_seeds(evaluate_local), (PartitionSpec(), PartitionSpec()),
-                             PartitionSpec(), donate=False)
+        replicated = self._seed_spec(PartitionSpec())
+        return self._sharded(self._over_seeds(evaluate_local), (replicated, replicated),
+                             replicated, donate=False)
 
 
 def make_eval_env(config: Config, goal_env: Any) -> Any:
@@ -520,6 +543,7 @@ def train(config: Config, log: Callable[[str], None] = print,
         config = _resumable_seeds(config, log)
     enable_compile_cache(config.compile_cache)
     trainer = Trainer(config)  # checks device splits, builds envs and networks, compiles nothing
+    check_state_memory(trainer)
     with contextlib.ExitStack() as stack:
         # Process 0 holds the runs' locks for the whole run; the others write only checkpoint
         # shards.
@@ -541,6 +565,39 @@ def train(config: Config, log: Callable[[str], None] = print,
     return state, histories if trainer.num_seeds else histories[0]
 
 
+def device_memory(device: Any) -> int | None:
+    """Bytes of memory a computation may use on ``device``, where the device says (GPUs, TPUs);
+    None on a CPU."""
+    try:
+        return int((device.memory_stats() or {})["bytes_limit"])
+    except (KeyError, TypeError, ValueError, NotImplementedError, RuntimeError):
+        return None
+
+
+def check_state_memory(trainer: Trainer) -> None:
+    """Refuse, before compiling, a run whose state alone (parameters, optimiser states, envs,
+    replay buffer, of every seed of --seeds) exceeds a device's memory. A lower bound of what
+    the run needs: the SGD step's activations come on top (docs/performance.md)."""
+    from crl.checkpoint import abstract_state
+
+    limit = device_memory(trainer.mesh.devices.flat[0])
+    if limit is None:
+        return
+    state = abstract_state(trainer)
+    need = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
+               for x in jax.tree.leaves(state))
+    if need > limit:
+        seeds = f" of {trainer.num_seeds} seeds" if trainer.num_seeds else ""
+        raise ConfigError(
+            f"the state{seeds} needs {_size(need)} per device before any activation, more "
+            f"than the device's {_size(limit)}: use fewer seeds per job, fewer "
+            "envs (--num-envs), a smaller replay (--max-replay-size) or more devices")
+
+
+def _size(bytes_: int) -> str:
+    return f"{bytes_ / 2**30:.2f} GiB" if bytes_ >= 2**30 else f"{bytes_ / 2**20:.1f} MiB"
+
+
 def _seed_metrics(trainer: Trainer, metrics: dict[str, Any]) -> list[dict[str, float]]:
     """Metrics of a compiled call as floats, one dict per seed (one dict for one run)."""
     values = jax.device_get(metrics)
@@ -557,7 +614,10 @@ def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None,
                   records: list[_RunRecord], watch: PreemptionWatch,
                   log: Callable[[str], None]) -> TrainState:
     config = trainer.config
-    group = f", {trainer.num_seeds} seeds vectorised" if trainer.num_seeds else ""
+    seed_devices = trainer.mesh.shape.get(SEED_AXIS, 1)
+    group = (f", {trainer.num_seeds} seeds vectorised"
+             + (f" over {seed_devices} devices" if seed_devices > 1 else "")
+             if trainer.num_seeds else "")
     log(f"{config.agent}{' + HER' if config.her else ''} on {config.env}: {config.num_envs} "
         f"envs on {trainer.num_devices} device(s){group}, "
         f"{config.training_steps_per_epoch} training steps x "
@@ -650,7 +710,7 @@ def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None,
     if config.render and records[0].main_process:
         for index, record in alive():
             try:
-                render_policy(trainer, trainer.seed_state(state.agent.params, index),
+                render_policy(trainer, trainer.seed_state(state, index).agent.params,
                               record.path / "render", epoch,
                               evaluation_key(record.config, epoch), log=log)
             except Exception as error:  # the run is saved; a picture is not worth failing it
@@ -682,11 +742,26 @@ def _check_finite(trainer: Trainer, state: TrainState, train_metrics: list[dict[
         raise SeedsDiverged({record.config.seed: record.diverged for record in records})
 
 
+def spread_seeds_over_cpu_cores(num_seeds: int) -> None:
+    """Give JAX one CPU device per core (as many as divide ``num_seeds``), unless XLA_FLAGS
+    sets a count or JAX has started already. On a CPU, XLA runs one program of these sizes
+    on one core; as devices, the cores each train their share of a --seeds group side by side,
+    each seed on one device (the numbers of a seed alone). Accelerators are not affected."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    count = math.gcd(num_seeds, cores or 1)
+    if count > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS",
+                                                                                  ""):
+        with contextlib.suppress(RuntimeError):  # JAX's backends have started: leave them
+            jax.config.update("jax_num_cpu_devices", count)
+
+
 def main(argv: list[str] | None = None) -> Any:
     argv = list(sys.argv[1:] if argv is None else argv)
     resume = _pop_option(argv, "--resume")
     try:
         config = parse_args(argv) if resume is None else runs.resume_config(Path(resume), argv)
+        if config.seeds:
+            spread_seeds_over_cpu_cores(len(config.seeds))
         train(config, resume=resume is not None)
     except runs.WriteError as error:
         print(f"crl: error: {error}", file=sys.stderr)

@@ -57,6 +57,18 @@ def test_one_epoch_trains_end_to_end_on_four_devices(four_devices):
     assert math.isfinite(epoch["train/critic_loss"]) and 0 <= epoch["eval/success_any"] <= 1
 
 
+def test_a_group_of_seeds_on_four_devices_is_each_seed_on_two(four_devices):
+    """--seeds 0 1 on 4 devices: each seed on 2 of them, data parallel, as when alone on 2."""
+    for seed, (group, alone) in enumerate(zip(four_devices["group"], four_devices["alone"],
+                                              strict=True)):
+        assert group["epoch"] == 1
+        for name, value in alone.items():
+            np.testing.assert_allclose(group[name], value, rtol=1e-5, atol=1e-6,
+                                       err_msg=f"seed {seed}: {name}")
+    assert four_devices["group"][0]["train/critic_loss"] != \
+        four_devices["group"][1]["train/critic_loss"]
+
+
 def test_global_sizes_must_divide_by_the_device_count(four_devices):
     assert four_devices["indivisible"] == ("num_envs=6 must divide by the 4 devices: use a "
                                            "multiple of 4, e.g. 8")

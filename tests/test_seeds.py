@@ -5,14 +5,17 @@ sweep's --vectorize-seeds jobs."""
 import dataclasses
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny import BASELINES, TINY, quiet, with_epochs, without_times
+from tiny import BASELINES, TINY, cli_args, quiet, with_epochs, without_times
 
 from crl import runs, sweep
 from crl.config import Config, config_from_dict, parse_args, seed_configs, validate
@@ -46,17 +49,22 @@ def group_run(tmp_path_factory):
     return config, state, histories, runs.seed_run_paths(config)
 
 
-def test_each_seed_of_a_group_is_the_seed_run_alone(group_run, tiny_run, tmp_path):
-    config, state, histories, paths = group_run
+@pytest.fixture(scope="module")
+def alone_runs(tiny_run, tmp_path_factory):
+    """TINY alone with seed 0 (tiny_run) and seed 1: [(config, state, history)] by seed."""
+    alone_1 = group_config(tmp_path_factory.mktemp("alone"), "alone", seed=1)
+    return [tiny_run[:3], (alone_1, *train(alone_1, log=quiet))]
+
+
+def test_each_seed_of_a_group_is_the_seed_run_alone(group_run, alone_runs):
+    _, state, histories, paths = group_run
     assert [p.name for p in paths] == ["group_s0", "group_s1"]
-    alone_1 = group_config(tmp_path, "alone", seed=1)
-    alone_state_1, alone_history_1 = train(alone_1, log=quiet)
-    for seed, (alone_state, alone_history) in enumerate(
-            [(tiny_run[1], tiny_run[2]), (alone_state_1, alone_history_1)]):
+    alone_1 = alone_runs[1][0]
+    for seed, (_, alone_state, alone_history) in enumerate(alone_runs):
         assert_same_metrics(alone_history, histories[seed])
         assert without_times(runs.read_metrics(paths[seed])) == without_times(histories[seed])
         for x, y in zip(jax.tree.leaves(alone_state.agent.params),
-                        jax.tree.leaves(jax.tree.map(lambda p: p[seed], state.agent.params)),
+                        jax.tree.leaves(jax.tree.map(lambda p, k=seed: p[k], state.agent.params)),
                         strict=True):
             np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-5)
         # Its directory is that of a run alone: its own seed, no group in its config, and the
@@ -67,11 +75,26 @@ def test_each_seed_of_a_group_is_the_seed_run_alone(group_run, tiny_run, tmp_pat
             alone_1, seed=seed, run_dir="", run_name="")
         loaded = load_run(paths[seed])
         for x, y in zip(jax.tree.leaves(loaded.params),
-                        jax.tree.leaves(jax.tree.map(lambda p: p[seed], state.agent.params)),
+                        jax.tree.leaves(jax.tree.map(lambda p, k=seed: p[k], state.agent.params)),
                         strict=True):
             assert np.array_equal(np.asarray(x), np.asarray(y))
         assert json.loads((paths[seed] / runs.SEEDS_FILE).read_text()) == {
             "seeds": [0, 1], "run_name": "group_s{seed}"}
+
+
+def test_the_command_line_spreads_a_group_over_the_cpu_cores(alone_runs, tmp_path):
+    """python -m crl.train --seeds 0 1: on a CPU of 2 or more cores, each seed on a core of its
+    own (as a device), with each seed's numbers those of the seed alone."""
+    cores = len(os.sched_getaffinity(0))
+    args = [*cli_args(dataclasses.replace(TINY, render=False)), "--seeds", "0", "1",
+            "--run-dir", str(tmp_path), "--run-name", "cli",
+            "--compile-cache", os.environ["CRL_TEST_COMPILE_CACHE"]]
+    done = subprocess.run([sys.executable, "-m", "crl.train", *args], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "XLA_FLAGS": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ("2 seeds vectorised over 2 devices" in done.stdout) == (cores >= 2), done.stdout
+    for seed, (_, _, alone_history) in enumerate(alone_runs):
+        assert_same_metrics(alone_history, runs.read_metrics(tmp_path / f"cli_s{seed}"))
 
 
 def test_a_baseline_agent_vectorised_is_each_seed_alone(baseline_runs, tmp_path):
@@ -143,6 +166,22 @@ def test_a_lost_seed_directory_is_one_line_naming_it(group_run, tmp_path, capsys
         f"config.json); resume the others with --resume {tmp_path / 'group_s0'} --seeds 0"]
 
 
+def test_a_group_too_big_for_the_device_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    """An accelerator of 256 KiB (simulated): the states of 2 seeds need more; refused before
+    compiling, nothing written."""
+    monkeypatch.setattr("crl.train.device_memory", lambda device: 2**18)
+    args = [*cli_args(dataclasses.replace(TINY, render=False)), "--seeds", "0", "1",
+            "--run-dir", str(tmp_path), "--run-name", "big"]
+    with pytest.raises(SystemExit) as exit:
+        main(args)
+    assert exit.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        r"crl: error: the state of 2 seeds needs \d+\.\d MiB per device before any activation, "
+        r"more than the device's 0\.2 MiB: use fewer seeds per job, .*", lines[0]), lines
+    assert not list(tmp_path.iterdir())
+
+
 def test_seeds_on_the_command_line_and_their_run_names(tmp_path, capsys):
     config = parse_args(["--env", "point_u_maze", "--seeds", "3", "1", "--run-name", "x"])
     assert config.seeds == (3, 1)
@@ -172,8 +211,8 @@ def test_vectorised_sweep_jobs_group_each_point_by_state(tmp_path, monkeypatch):
     """--vectorize-seeds: one job per point and state of its runs (never started; started, by
     latest checkpoint); a job leaves finished seeds out, resumes started ones as a group, and
     starts new ones with --seeds."""
-    args, base, axes = sweep.parse(["--env", "point_u_maze", "--depths", "4", "8",
-                                    "--seeds", "0", "1", "2", "--run-dir", str(tmp_path)])
+    _, base, axes = sweep.parse(["--env", "point_u_maze", "--depths", "4", "8",
+                                 "--seeds", "0", "1", "2", "--run-dir", str(tmp_path)])
     grid = sweep.build_grid(base, axes)
     sweep_dir = tmp_path / "s"
 

@@ -192,7 +192,8 @@ def test_local_sweep_end_to_end_killed_job_resumes_and_report_matches(tmp_path, 
     """2 depths x 2 seeds through submitit's local executor, two at a time. One run's training
     process is killed (SIGKILL) after its first epoch; the sweep reports it, and running the
     same command again resumes that run from its checkpoint and skips the finished ones. The
-    report's tables agree with the runs' own metrics."""
+    report's tables agree with the runs' own metrics. The same depth-4 runs with
+    --vectorize-seeds (one job) report the same numbers."""
     command = [sys.executable, "-m", "crl.sweep", "--depths", "4", "8", "--seeds", "0", "1",
                "--launcher", "local", "--max-parallel", "2",
                "--run-dir", str(tmp_path), "--name", "s", "--compile-cache", compile_cache,
@@ -237,6 +238,24 @@ def test_local_sweep_end_to_end_killed_job_resumes_and_report_matches(tmp_path, 
         finals = [float(r["final"]) for r in per_run.values() if int(r["depth"]) == row["depth"]]
         assert row["finished"] == 2 and row["final_mean"] == pytest.approx(np.mean(finals))
     assert (tmp_path / "fig.png").stat().st_size > 10_000
+
+    # The depth-4 seeds again, vectorised in one job: the same runs, the same report rows.
+    vectorised = [sys.executable, "-m", "crl.sweep", "--depths", "4", "--seeds", "0", "1",
+                  "--vectorize-seeds", "--launcher", "local", "--run-dir", str(tmp_path),
+                  "--name", "v", "--compile-cache", compile_cache, *TINY_OPTIONS]
+    done = subprocess.run(vectorised, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "started point_u_maze_d4_s{0,1}" in done.stdout and "all 1 jobs finished" in done.stdout
+    report.main([str(tmp_path / "v"), "-o", str(tmp_path / "v.png")])
+    with open(tmp_path / "v_runs.csv") as f:
+        together = {row["name"]: row for row in csv.DictReader(f)}
+    assert sorted(together) == ["point_u_maze_d4_s0", "point_u_maze_d4_s1"]
+    for name, row in together.items():
+        assert row["status"] == "finished"
+        for column in ("final", "best", "final_success_any"):
+            assert float(row[column]) == pytest.approx(float(per_run[name][column]), abs=1e-5)
+    again = subprocess.run(vectorised, capture_output=True, text=True, timeout=600)
+    assert again.stdout.count("finished: skipped") == 2 and "nothing to run" in again.stdout
 
 
 def test_a_signalled_job_checkpoints_and_its_requeued_job_resumes(tmp_path, compile_cache):

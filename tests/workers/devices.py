@@ -1,6 +1,8 @@
 """Runs in a process that sees 4 CPU devices (the test sets XLA_FLAGS) and prints one JSON line:
-the losses of the same SGD steps on the same global batches with 1, 2 and 4 devices, and the
-metrics of one epoch trained end to end on 4 devices."""
+the losses of the same SGD steps on the same global batches with 1, 2 and 4 devices, the
+metrics of one epoch trained end to end on 4 devices, and those of a --seeds 0 1 group on the 4
+devices (2 for the seeds x 2 for each seed's envs and batches) beside each seed trained alone on
+2 devices."""
 
 import dataclasses
 import json
@@ -10,7 +12,7 @@ import jax
 import numpy as np
 
 from crl.config import Config, ConfigError, validate
-from crl.train import Trainer, train
+from crl.train import Trainer, evaluation_key, train
 
 CONFIG = validate(Config(
     env="point_u_maze", depth=8, width=32, repr_dim=16, num_envs=8, batch_size=32,
@@ -39,6 +41,17 @@ def sgd_on_devices(count: int) -> dict:
             for name in ("critic_loss", "actor_loss", "alpha_loss")} | {"params": params.tolist()}
 
 
+def alone_on_two_devices(seed: int) -> dict:
+    """One epoch of ``seed`` as crl.train runs it, on 2 devices: its train and eval metrics."""
+    config = dataclasses.replace(CONFIG, seed=seed)
+    trainer = Trainer(config, devices=jax.devices()[:2])
+    state = trainer.prefill(trainer.init(trainer.init_key()))
+    state, metrics = trainer.train_epoch(state)
+    evaluation = trainer.evaluate(state.agent.params, evaluation_key(config, 1))
+    return {f"train/{k}": float(v) for k, v in metrics.items()} | {
+        k: float(v) for k, v in evaluation.items()}
+
+
 def main() -> None:
     assert len(jax.devices()) == 4, jax.devices()
     results = {str(count): sgd_on_devices(count) for count in (1, 2, 4)}
@@ -49,6 +62,10 @@ def main() -> None:
         results["indivisible"] = str(error)
     _, history = train(CONFIG, log=lambda _: None)
     results["epoch"] = history[-1]
+    _, histories = train(dataclasses.replace(CONFIG, seeds=(0, 1), run_name="group"),
+                         log=lambda _: None)
+    results["group"] = [seed_history[-1] for seed_history in histories]
+    results["alone"] = [alone_on_two_devices(seed) for seed in (0, 1)]
     print(json.dumps(results))
 
 
