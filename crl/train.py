@@ -60,6 +60,7 @@ from crl.tracking import WandbRun
 EXIT_PREEMPTED = 3  # stopped by a signal (SIGTERM, SIGUSR1/2, Ctrl-C) after checkpointing
 EXIT_DIVERGED = 4  # a non-finite loss or parameter: the last good checkpoint is kept
 EXIT_WRITE_FAILED = 5  # a file of the run could not be written (disk full): resume once fixed
+EXIT_OUT_OF_MEMORY = 6  # a device ran out of memory: what was checkpointed is intact
 EXIT_INTERRUPTED = 130  # Ctrl-C outside training, or twice: the last checkpoint is intact
 
 EASY_RADIUS = 2.0
@@ -543,7 +544,7 @@ def train(config: Config, log: Callable[[str], None] = print,
         config = _resumable_seeds(config, log)
     enable_compile_cache(config.compile_cache)
     trainer = Trainer(config)  # checks device splits, builds envs and networks, compiles nothing
-    check_state_memory(trainer)
+    check_memory(trainer)
     with contextlib.ExitStack() as stack:
         # Process 0 holds the runs' locks for the whole run; the others write only checkpoint
         # shards.
@@ -557,6 +558,8 @@ def train(config: Config, log: Callable[[str], None] = print,
             state = _train_epochs(trainer, state, meta, records, watch, log)
         except BaseException as raised:
             error = raised
+            if is_out_of_memory(raised):
+                raise OutOfMemory(out_of_memory_message(trainer, raised)) from None
             raise
         finally:
             for record in records:
@@ -574,24 +577,72 @@ def device_memory(device: Any) -> int | None:
         return None
 
 
-def check_state_memory(trainer: Trainer) -> None:
-    """Refuse, before compiling, a run whose state alone (parameters, optimiser states, envs,
-    replay buffer, of every seed of --seeds) exceeds a device's memory. A lower bound of what
-    the run needs: the SGD step's activations come on top (docs/performance.md)."""
-    from crl.checkpoint import abstract_state
+class OutOfMemory(runs.RunError):
+    """A device ran out of memory while compiling or training; the run directory keeps what
+    was checkpointed, and --resume continues it (with options that fit)."""
 
+
+def is_out_of_memory(error: BaseException) -> bool:
+    text = str(error)
+    return isinstance(error, MemoryError) or (
+        isinstance(error, jax.errors.JaxRuntimeError)
+        and ("RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()))
+
+
+def out_of_memory_message(trainer: Trainer, error: BaseException) -> str:
+    limit = device_memory(trainer.mesh.devices.flat[0])
+    if limit is not None:
+        return memory_refusal(trainer.config, trainer.mesh.devices.size, limit,
+                              out_of_memory=True)
+    return (f"this run ran out of memory ({type(error).__name__}: "
+            f"{runs.first_line(error)[:200]}); what it checkpointed is intact: resume it with "
+            "--remat blocks, a smaller --batch-size or fewer --num-envs (python -m crl.plan "
+            "--gpu local prints what fits)")
+
+
+def check_memory(trainer: Trainer) -> None:
+    """On an accelerator (one that reports its memory), refuse before compiling a run that
+    crl.plan predicts will not fit, naming the prediction and what would make it fit."""
     limit = device_memory(trainer.mesh.devices.flat[0])
     if limit is None:
         return
-    state = abstract_state(trainer)
-    need = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
-               for x in jax.tree.leaves(state))
-    if need > limit:
-        seeds = f" of {trainer.num_seeds} seeds" if trainer.num_seeds else ""
-        raise ConfigError(
-            f"the state{seeds} needs {_size(need)} per device before any activation, more "
-            f"than the device's {_size(limit)}: use fewer seeds per job, fewer "
-            "envs (--num-envs), a smaller replay (--max-replay-size) or more devices")
+    message = memory_refusal(trainer.config, trainer.mesh.devices.size, limit)
+    if message:
+        raise ConfigError(message)
+
+
+def memory_refusal(config: Config, num_devices: int, limit: float,
+                   out_of_memory: bool = False) -> str | None:
+    """The one-line refusal of ``config`` on devices of ``limit`` bytes, with the options that
+    would fit; None if it fits (and this is no report of an actual ``out_of_memory``)."""
+    from crl import plan
+
+    device = plan.Device(limit, 1.0, 1.0, "this device")
+    predicted = plan.make_plan(config, device, num_devices, available=limit)
+    if predicted.fits and not out_of_memory:
+        return None
+    advice = []
+    if config.remat != "blocks" and plan.make_plan(dataclasses.replace(config, remat="blocks"),
+                                                   device, num_devices, available=limit).fits:
+        advice.append("--remat blocks")
+    for field, flag in (("batch_size", "--batch-size"), ("num_envs", "--num-envs")):
+        value = plan.largest(config, device, num_devices, field, config.remat, limit,
+                             predicted.data_devices)
+        if 0 < value < getattr(config, field):
+            advice.append(f"{flag} {value}")
+    per_seed = predicted.total / predicted.seeds_per_device
+    seeds = int(limit // per_seed)
+    if config.seeds and 0 < seeds < predicted.seeds_per_device:
+        per_job = seeds * predicted.num_seeds // predicted.seeds_per_device
+        advice.append(f"--seeds with at most {per_job} per job")
+    hint = (f"would fit: {' or '.join(advice)}" if advice else
+            "nothing smaller in one option fits: a smaller replay (--max-replay-size), "
+            "depth or width, or more devices")
+    what = "ran out of device memory" if out_of_memory else "will not fit"
+    kept = "; what it checkpointed is intact: --resume it with such options" \
+        if out_of_memory else ""
+    return (f"this run {what}: crl.plan predicts {_size(predicted.total)} per device of the "
+            f"{_size(limit)} available; {hint}{kept} (python -m crl.plan prints the breakdown)")
 
 
 def _size(bytes_: int) -> str:
@@ -766,6 +817,9 @@ def main(argv: list[str] | None = None) -> Any:
     except runs.WriteError as error:
         print(f"crl: error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_WRITE_FAILED) from None
+    except OutOfMemory as error:
+        print(f"crl: error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_OUT_OF_MEMORY) from None
     except (ConfigError, FileExistsError, runs.RunError) as error:
         fail(str(error))
     except KeyboardInterrupt:

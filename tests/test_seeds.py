@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from tiny import BASELINES, TINY, cli_args, quiet, with_epochs, without_times
 
-from crl import runs, sweep
+from crl import plan, runs, sweep
 from crl.config import Config, config_from_dict, parse_args, seed_configs, validate
 from crl.divergence import SeedsDiverged
 from crl.evaluate import load_run
@@ -167,18 +167,19 @@ def test_a_lost_seed_directory_is_one_line_naming_it(group_run, tmp_path, capsys
 
 
 def test_a_group_too_big_for_the_device_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
-    """An accelerator of 256 KiB (simulated): the states of 2 seeds need more; refused before
-    compiling, nothing written."""
-    monkeypatch.setattr("crl.train.device_memory", lambda device: 2**18)
-    args = [*cli_args(dataclasses.replace(TINY, render=False)), "--seeds", "0", "1",
-            "--run-dir", str(tmp_path), "--run-name", "big"]
+    """A simulated accelerator with 60% of what 2 seeds need: one seed fits, which the refusal
+    (before compiling, nothing written) says."""
+    config = group_config(tmp_path, "big", seeds=(0, 1))
+    need = plan.make_plan(config, plan.DEVICES["h100"]).total
+    monkeypatch.setattr("crl.train.device_memory", lambda device: 0.6 * need)
     with pytest.raises(SystemExit) as exit:
-        main(args)
+        main(cli_args(config))
     assert exit.value.code == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and re.fullmatch(
-        r"crl: error: the state of 2 seeds needs \d+\.\d MiB per device before any activation, "
-        r"more than the device's 0\.2 MiB: use fewer seeds per job, .*", lines[0]), lines
+        r"crl: error: this run will not fit: crl\.plan predicts [\d.]+ MiB per device of the "
+        r"[\d.]+ MiB available; would fit: (.* or )?--seeds with at most 1 per job "
+        r"\(python -m crl\.plan prints the breakdown\)", lines[0]), lines
     assert not list(tmp_path.iterdir())
 
 

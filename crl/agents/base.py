@@ -50,6 +50,10 @@ class Agent:
     num_devices: int = 1
 
     has_critic: ClassVar[bool] = True
+    # For crl.plan's cost model: per network family ("actor", "critic"), how many passes of one
+    # SGD step go through a network of that family: (passes whose weights are trained, passes
+    # differentiated for their inputs only, forward passes without gradients).
+    network_passes: ClassVar[dict[str, tuple[int, int, int]]] = {}
 
     @property
     def local_batch(self) -> int:

@@ -10,6 +10,7 @@ Batches: state, action and a future state of the same trajectory as goal, P(j) ~
 from __future__ import annotations
 
 import functools
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,9 @@ class ContrastiveState:
 
 
 class ContrastiveRL(Agent):
+    # crl.plan: phi and psi trained, phi again for the actor's Q; the actor
+    network_passes: ClassVar = {"critic": (2, 1, 0), "actor": (1, 0, 0)}
+
     @functools.cached_property
     def networks(self) -> Networks:
         cfg, sizes = self.config, self.sizes

@@ -31,6 +31,8 @@ class GCBCState:
 
 
 class GCBC(Agent):
+    # crl.plan: the actor alone
+    network_passes: ClassVar = {"actor": (1, 0, 0)}
     has_critic: ClassVar[bool] = False
 
     @functools.cached_property

@@ -14,6 +14,7 @@ trajectory (HER's "future" strategy), the others the goal the env commanded.
 from __future__ import annotations
 
 import functools
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +56,10 @@ class SACState:
 
 
 class SAC(Agent):
+    # crl.plan: twin Q trained, twin Q for the actor's Q, twin target Q; the actor, and its
+    # next actions
+    network_passes: ClassVar = {"critic": (2, 2, 2), "actor": (1, 0, 1)}
+
     @functools.cached_property
     def actor(self) -> TanhGaussianActor:
         return self.tanh_gaussian_actor()

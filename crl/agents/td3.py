@@ -10,6 +10,7 @@ every ``policy_delay`` critic updates. Collection adds N(0, exploration_noise) t
 from __future__ import annotations
 
 import functools
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +43,10 @@ class TD3State:
 
 
 class TD3(Agent):
+    # crl.plan: twin Q trained, twin Q for the actor's Q, twin target Q; the actor, the
+    # target actor
+    network_passes: ClassVar = {"critic": (2, 2, 2), "actor": (1, 0, 1)}
+
     @functools.cached_property
     def actor(self) -> DeterministicActor:
         sizes = self.sizes
