@@ -50,12 +50,16 @@ def _path_name(path: tuple) -> str:
                     for key in path)
 
 
+def _first_non_finite_metric(metrics: dict[str, float]) -> str | None:
+    return next((name for name, value in metrics.items() if not math.isfinite(value)), None)
+
+
 def first_non_finite(metrics: dict[str, float], tree: dict[str, Any]) -> str | None:
     """The name of the first non-finite metric (``train/critic_loss``) or array of ``tree``
     (``params/critic/sa_encoder/.../kernel``), or None when everything is finite."""
-    for name, value in metrics.items():
-        if not math.isfinite(value):
-            return name
+    name = _first_non_finite_metric(metrics)
+    if name:
+        return name
     flags, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(_finite_leaves(tree)))
     return next((_path_name(path) for path, finite in flags if not finite), None)
 
@@ -66,10 +70,6 @@ def first_non_finite_per_seed(metrics: list[dict[str, float]],
     ``tree``'s leaves with a leading seed axis."""
     flags, _ = jax.tree_util.tree_flatten_with_path(
         jax.device_get(_finite_leaves_per_seed(tree)))
-    found = []
-    for seed, seed_metrics in enumerate(metrics):
-        name = next((name for name, value in seed_metrics.items() if not math.isfinite(value)),
-                    None)
-        found.append(name or next((_path_name(path) for path, finite in flags
-                                   if not finite[seed]), None))
-    return found
+    return [_first_non_finite_metric(seed_metrics)
+            or next((_path_name(path) for path, finite in flags if not finite[seed]), None)
+            for seed, seed_metrics in enumerate(metrics)]

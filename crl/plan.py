@@ -325,18 +325,9 @@ def xla_step_bytes(config: Config) -> float:
 
     trainer = Trainer(dataclasses.replace(config, seeds=()), jax.devices()[:1])
     state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
-    batches = {name: jax.ShapeDtypeStruct((1, config.batch_size, size), np.float32)
-               for name, size in trainer_fields(trainer).items()}
+    batches = trainer.batch_shapes(1)
     compiled = trainer.sgd_steps.lower(state, batches, jax.random.PRNGKey(1)).compile()
     return float(compiled.memory_analysis().temp_size_in_bytes)
-
-
-def trainer_fields(trainer) -> dict[str, int]:
-    """The width of each field of the batches ``trainer``'s agent asks for."""
-    env = trainer.goal_env
-    widths = {"state": env.state_size, "next_state": env.state_size, "goal": env.goal_size,
-              "action": env.action_size, "reward": None, "same_trajectory": None}
-    return {name: widths[name] for name in trainer.sampling.fields}
 
 
 def main(argv: list[str] | None = None) -> Plan:

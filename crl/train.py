@@ -252,13 +252,27 @@ class Trainer:
         cfg = self.config
         state = self._collect_and_insert(state)
         key, window_key, relabel_key, shuffle_key, sgd_key = jax.random.split(state.key, 5)
-        batches = replay.sample(
+        batches = self._sample(
             tuple(self._local_key(k) for k in (window_key, relabel_key, shuffle_key)),
-            state.buffer, self.sampling, window_length=cfg.episode_length,
-            goal_indices=self.goal_env.goal_indices, success_radius=self.success_radius,
-            batch_size=self.local_batch, max_batches=cfg.num_sgd_batches_per_training_step)
+            state.buffer, self.local_batch, cfg.num_sgd_batches_per_training_step)
         state, metrics = self._sgd_steps(state.replace(key=key), batches, sgd_key)
         return state, jax.tree.map(jnp.mean, metrics)
+
+    def _sample(self, keys: tuple[jax.Array, ...], buffer: replay.ReplayBuffer,
+                batch_size: int, max_batches: int) -> dict[str, jax.Array]:
+        return replay.sample(keys, buffer, self.sampling, window_length=self.config.episode_length,
+                             goal_indices=self.goal_env.goal_indices,
+                             success_radius=self.success_radius, batch_size=batch_size,
+                             max_batches=max_batches)
+
+    def batch_shapes(self, num_batches: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """The fields, shapes and dtypes of ``num_batches`` global batches of one run's update
+        (no --seeds), as the replay buffer samples them: what ``sgd_steps`` takes. Traced,
+        nothing allocated."""
+        buffer = jax.eval_shape(self.init, self.init_key()).buffer
+        keys = (jax.random.PRNGKey(0),) * 3
+        return jax.eval_shape(lambda buffer: self._sample(
+            keys, buffer, self.config.batch_size, num_batches), buffer)
 
     def _sgd_steps(self, state: TrainState, batches: dict[str, jax.Array],
                    key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -451,8 +465,7 @@ def _open_run(config: Config, resume: bool, trainer: Trainer, main_process: bool
               log: Callable[[str], None]) -> tuple[TrainState, Meta | None, list[_RunRecord]]:
     """New run directories and state (one, or one per seed of --seeds), or the state of their
     latest checkpoints."""
-    configs = trainer.seed_configs
-    paths = [runs.run_path(one) for one in configs]
+    configs, paths = trainer.seed_configs, runs.seed_run_paths(config)
     group = bool(trainer.num_seeds)
     if resume and not (paths[0] / runs.CONFIG_FILE).is_file():
         raise runs.RunError(f"no run to resume at {paths[0]}: {paths[0] / runs.CONFIG_FILE} does "

@@ -7,7 +7,7 @@ import re
 
 import jax
 import pytest
-from tiny import TINY, cli_args
+from tiny import TINY, cli_args, refusal_on_a_small_device
 
 from crl import plan, runs
 from crl.bench import bench_config
@@ -77,16 +77,12 @@ def test_a_run_that_will_not_fit_is_refused_in_one_line(tmp_path, monkeypatch, c
                                           total_env_steps=64 * 25 + 2 * 640,
                                           run_dir=str(tmp_path), run_name="big"))
     need = plan.make_plan(config, plan.DEVICES["h100"]).total
-    monkeypatch.setattr("crl.train.device_memory", lambda device: 0.7 * need)
-    with pytest.raises(SystemExit) as exit:
-        main(cli_args(config))
-    assert exit.value.code == 2
-    lines = capsys.readouterr().err.splitlines()
+    line = refusal_on_a_small_device(config, 0.7, monkeypatch, capsys)
     match = re.fullmatch(
         r"crl: error: this run will not fit: crl\.plan predicts ([\d.]+) MiB per device of the "
         r"([\d.]+) MiB available; would fit: (.*) \(python -m crl\.plan prints the breakdown\)",
-        lines[0]) if len(lines) == 1 else None
-    assert match, lines
+        line)
+    assert match, line
     assert float(match[1]) == pytest.approx(need / 2**20, abs=0.05)
     assert float(match[2]) == pytest.approx(0.7 * need / 2**20, abs=0.05)
     advice = dict(option.split(" ") for option in match[3].split(" or "))

@@ -15,9 +15,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny import BASELINES, TINY, cli_args, quiet, with_epochs, without_times
+from tiny import (
+    BASELINES,
+    TINY,
+    cli_args,
+    quiet,
+    refusal_on_a_small_device,
+    with_epochs,
+    without_times,
+)
 
-from crl import plan, runs, sweep
+from crl import runs, sweep
 from crl.config import Config, config_from_dict, parse_args, seed_configs, validate
 from crl.divergence import SeedsDiverged
 from crl.evaluate import load_run
@@ -170,16 +178,11 @@ def test_a_group_too_big_for_the_device_is_refused_in_one_line(tmp_path, monkeyp
     """A simulated accelerator with 60% of what 2 seeds need: one seed fits, which the refusal
     (before compiling, nothing written) says."""
     config = group_config(tmp_path, "big", seeds=(0, 1))
-    need = plan.make_plan(config, plan.DEVICES["h100"]).total
-    monkeypatch.setattr("crl.train.device_memory", lambda device: 0.6 * need)
-    with pytest.raises(SystemExit) as exit:
-        main(cli_args(config))
-    assert exit.value.code == 2
-    lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1 and re.fullmatch(
+    line = refusal_on_a_small_device(config, 0.6, monkeypatch, capsys)
+    assert re.fullmatch(
         r"crl: error: this run will not fit: crl\.plan predicts [\d.]+ MiB per device of the "
         r"[\d.]+ MiB available; would fit: (.* or )?--seeds with at most 1 per job "
-        r"\(python -m crl\.plan prints the breakdown\)", lines[0]), lines
+        r"\(python -m crl\.plan prints the breakdown\)", line), line
     assert not list(tmp_path.iterdir())
 
 

@@ -30,6 +30,24 @@ def quiet(_: str) -> None:
     """A ``log`` that prints nothing."""
 
 
+def refusal_on_a_small_device(config: Config, fraction: float, monkeypatch, capsys) -> str:
+    """``python -m crl.train`` of ``config`` on a simulated accelerator holding ``fraction`` of
+    what crl.plan predicts it needs: the one line it exits with (code 2)."""
+    import pytest
+
+    from crl import plan
+    from crl.train import main
+
+    need = plan.make_plan(config, plan.DEVICES["h100"]).total
+    monkeypatch.setattr("crl.train.device_memory", lambda device: fraction * need)
+    with pytest.raises(SystemExit) as exit:
+        main(cli_args(config))
+    assert exit.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def cli_args(config: Config) -> list[str]:
     """The `python -m crl.train` options that give ``config`` (fields that differ from the
     defaults)."""
