@@ -9,7 +9,9 @@ Five tables, each row with its figure and a ratio to a reference measured in the
 - e2e: env steps/s and SGD steps/s of whole training epochs (ratios to collection alone and
   to SGD alone);
 - memory: bytes of activations and temporaries of one SGD step by depth and remat mode (ratio
-  to storing everything).
+  to storing everything);
+- seeds: seeds vectorised in one program against one after another;
+- diagnostics: the epoch time with the per-block diagnostics against without them.
 
 ``--quick`` runs a reduced set in about 2 minutes on 2 CPU cores. Results are also written as
 JSON (``--json``). The persistent compilation cache is off, so compile times are real.
@@ -321,7 +323,42 @@ def seeds_bench_config(case: str, steps_per_epoch: int) -> Config:
     return validate(dataclasses.replace(config, render=False, compile_cache=""))
 
 
-PARTS = ("compile", "sgd", "relabel", "e2e", "memory", "seeds")
+# ------------------------------------------------------------------------------- diagnostics
+def diagnostics_part(depths: list[int], training_steps: int, repeats: int) -> Table:
+    table = Table("diagnostics", "Per-block diagnostics: training epochs with and without",
+                  ["depth", "epoch s without", "epoch s with", "with / without",
+                   "compile s without", "compile s with"])
+    num_envs, unroll, batches_per_step = 64, 20, 16
+    for depth in depths:
+        config = bench_config(
+            "point_u_maze", depth, num_envs=num_envs, unroll_length=unroll, episode_length=100,
+            batch_size=256, min_replay_size=100, max_replay_size=1000, num_epochs=1,
+            num_sgd_batches_per_training_step=batches_per_step,
+            total_env_steps=100 * num_envs + training_steps * num_envs * unroll)
+        epochs, states, compile_s = [], [], []
+        for diagnostics in (False, True):
+            trainer = Trainer(dataclasses.replace(config, diagnostics=diagnostics), one_device())
+            state = trainer.prefill(trainer.init(jax.random.PRNGKey(0)))
+            start = time.perf_counter()
+            epochs.append(trainer.train_epoch.lower(state).compile())
+            compile_s.append(time.perf_counter() - start)
+            states.append(jax.block_until_ready(epochs[-1](state)[0]))
+        best = [float("inf")] * 2
+        for _ in range(repeats):  # alternated, so that both see the same machine
+            for index in (0, 1):
+                start = time.perf_counter()
+                states[index] = jax.block_until_ready(epochs[index](states[index])[0])
+                best[index] = min(best[index], time.perf_counter() - start)
+        table.rows.append([depth, *best, best[1] / best[0], *compile_s])
+    table.note = (f"point_u_maze, {num_envs} envs, unroll {unroll}, batch 256, width 256, "
+                  f"{training_steps} training steps of {batches_per_step} SGD steps per epoch. "
+                  "With: gradient norm and update ratio per block at every SGD step, one "
+                  "forward pass of every network per epoch for activations, dormant units and "
+                  "ranks. Best of the repeats, alternated.")
+    return table
+
+
+PARTS = ("compile", "sgd", "relabel", "e2e", "memory", "seeds", "diagnostics")
 SEEDS_BENCHMARKED = 4
 
 
@@ -340,6 +377,7 @@ def run(quick: bool, parts: tuple[str, ...], agents: tuple[str, ...] = ("crl",))
         "seeds": lambda: seeds_part(["point_u_maze"] if quick else
                                     ["point_u_maze", "ant_u_maze"], SEEDS_BENCHMARKED,
                                     4 if quick else 8, repeats),
+        "diagnostics": lambda: diagnostics_part([4, 64], 4, 3 if quick else 5),
         "memory": lambda: memory_part([64, 1024] if quick else [4, 64, 256, 1024],
                                       ["blocks"] if quick else ["elementwise", "blocks"], 512),
     }

@@ -132,6 +132,8 @@ class Config:
     """How many of the most recent checkpoints to keep."""
     checkpoint_buffer: bool = True
     """Keep the replay buffer in checkpoints, as an exact resume needs (docs/runs.md)."""
+    diagnostics: bool = True
+    """Log the per-block health of every network each epoch under diag/ (docs/diagnostics.md)."""
     render: bool = True
     """At the end of the run, save a rollout of the deterministic policy in <run>/render/."""
     wandb: bool = False

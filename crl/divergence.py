@@ -50,8 +50,11 @@ def _path_name(path: tuple) -> str:
                     for key in path)
 
 
-def _first_non_finite_metric(metrics: dict[str, float]) -> str | None:
-    return next((name for name, value in metrics.items() if not math.isfinite(value)), None)
+def _first_non_finite_metric(metrics: dict[str, Any]) -> str | None:
+    """The first metric that is not finite (a per-block list: any of its blocks)."""
+    def finite(value):
+        return all(map(math.isfinite, value)) if isinstance(value, list) else math.isfinite(value)
+    return next((name for name, value in metrics.items() if not finite(value)), None)
 
 
 def first_non_finite(metrics: dict[str, float], tree: dict[str, Any]) -> str | None:

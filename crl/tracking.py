@@ -19,6 +19,19 @@ from crl import runs
 from crl.config import Config
 
 
+def wandb_values(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Per-block lists (diag/...) as their min, mean and max over blocks: wandb plots
+    numbers; metrics.jsonl keeps every block."""
+    scalars = {}
+    for name, value in metrics.items():
+        if isinstance(value, list):
+            scalars |= {f"{name}/min": min(value), f"{name}/mean": sum(value) / len(value),
+                        f"{name}/max": max(value)}
+        else:
+            scalars[name] = value
+    return scalars
+
+
 class WandbRun:
     """The wandb run of a run directory; ``history``: the epochs logged so far, sent to wandb
     when the run first uses it (--wandb given only when resuming)."""
@@ -44,7 +57,7 @@ class WandbRun:
             return
         try:
             if metrics["epoch"] >= self.run.step:
-                self.run.log(metrics, step=metrics["epoch"])
+                self.run.log(wandb_values(metrics), step=metrics["epoch"])
         except Exception as error:  # never stop a run for its dashboard
             self._give_up(error)
 

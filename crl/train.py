@@ -47,6 +47,7 @@ from crl.config import (
     parse_args,
     seed_configs,
 )
+from crl.diagnostics import is_diagnostic
 from crl.distributed import AXIS, SEED_AXIS
 from crl.divergence import Diverged, SeedsDiverged, first_non_finite, first_non_finite_per_seed
 from crl.envs import get_spec
@@ -62,6 +63,9 @@ EXIT_DIVERGED = 4  # a non-finite loss or parameter: the last good checkpoint is
 EXIT_WRITE_FAILED = 5  # a file of the run could not be written (disk full): resume once fixed
 EXIT_OUT_OF_MEMORY = 6  # a device ran out of memory: what was checkpointed is intact
 EXIT_INTERRUPTED = 130  # Ctrl-C outside training, or twice: the last checkpoint is intact
+
+# fold_in constant of the diagnostics' batch: a random stream apart from the run's.
+_DIAGNOSTICS_STREAM = 0x64696167
 
 EASY_RADIUS = 2.0
 
@@ -256,7 +260,7 @@ class Trainer:
             tuple(self._local_key(k) for k in (window_key, relabel_key, shuffle_key)),
             state.buffer, self.local_batch, cfg.num_sgd_batches_per_training_step)
         state, metrics = self._sgd_steps(state.replace(key=key), batches, sgd_key)
-        return state, jax.tree.map(jnp.mean, metrics)
+        return state, _mean_over_steps(metrics)
 
     def _sample(self, keys: tuple[jax.Array, ...], buffer: replay.ReplayBuffer,
                 batch_size: int, max_batches: int) -> dict[str, jax.Array]:
@@ -264,6 +268,15 @@ class Trainer:
                              goal_indices=self.goal_env.goal_indices,
                              success_radius=self.success_radius, batch_size=batch_size,
                              max_batches=max_batches)
+
+    def _forward_health(self, state: TrainState) -> dict[str, jax.Array]:
+        """The networks' forward diagnostics on one global batch from the replay buffer, drawn
+        with a key of its own so that the diagnostics leave the run's random numbers alone."""
+        keys = jax.random.split(jax.random.fold_in(state.key, _DIAGNOSTICS_STREAM), 3)
+        batch = self._sample(tuple(self._local_key(k) for k in keys), state.buffer,
+                             self.local_batch, 1)
+        batch = jax.tree.map(lambda x: jax.lax.all_gather(x[0], AXIS, tiled=True), batch)
+        return self.agent.forward_health(state.agent.params, batch)
 
     def batch_shapes(self, num_batches: int) -> dict[str, jax.ShapeDtypeStruct]:
         """The fields, shapes and dtypes of ``num_batches`` global batches of one run's update
@@ -303,7 +316,10 @@ class Trainer:
         def epoch_local(state):
             state, metrics = jax.lax.scan(self._training_step, state, None,
                                           self.config.training_steps_per_epoch)
-            return state, jax.tree.map(jnp.mean, metrics)
+            metrics = _mean_over_steps(metrics)
+            if self.config.diagnostics:
+                metrics |= self._forward_health(state)
+            return state, metrics
 
         specs = self.state_specs()
         return self._sharded(self._over_seeds(epoch_local), (specs,),
@@ -354,6 +370,11 @@ class Trainer:
         replicated = self._seed_spec(PartitionSpec())
         return self._sharded(self._over_seeds(evaluate_local), (replicated, replicated),
                              replicated, donate=False)
+
+
+def _mean_over_steps(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Metrics ``[steps, ...]`` averaged over the steps; per-block diagnostics stay lists."""
+    return jax.tree.map(lambda x: jnp.mean(x, axis=0), metrics)
 
 
 def make_eval_env(config: Config, goal_env: Any) -> Any:
@@ -662,16 +683,20 @@ def _size(bytes_: int) -> str:
     return f"{bytes_ / 2**30:.2f} GiB" if bytes_ >= 2**30 else f"{bytes_ / 2**20:.1f} MiB"
 
 
-def _seed_metrics(trainer: Trainer, metrics: dict[str, Any]) -> list[dict[str, float]]:
-    """Metrics of a compiled call as floats, one dict per seed (one dict for one run)."""
+def _seed_metrics(trainer: Trainer, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Metrics of a compiled call as floats (lists of floats per block for diagnostics), one
+    dict per seed (one dict for one run)."""
     values = jax.device_get(metrics)
+    host = lambda v: v.tolist() if np.ndim(v) else float(v)
     if not trainer.num_seeds:
-        return [{k: float(v) for k, v in values.items()}]
-    return [{k: float(v[seed]) for k, v in values.items()} for seed in range(trainer.num_seeds)]
+        return [{k: host(v) for k, v in values.items()}]
+    return [{k: host(v[seed]) for k, v in values.items()} for seed in range(trainer.num_seeds)]
 
 
-def _mean_metrics(metrics: list[dict[str, float]]) -> dict[str, float]:
-    return {k: float(np.mean([one[k] for one in metrics])) for k in metrics[0]}
+def _mean_metrics(metrics: list[dict[str, Any]]) -> dict[str, float]:
+    """The mean over seeds of each number (per-block lists are left out)."""
+    return {k: float(np.mean([one[k] for one in metrics])) for k, v in metrics[0].items()
+            if not isinstance(v, list)}
 
 
 def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None,
@@ -743,7 +768,8 @@ def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None,
         epoch += 1
         start = time.perf_counter()
         state, train_metrics = train_epoch(state)
-        train_metrics = [{f"train/{k}": v for k, v in metrics.items()}
+        train_metrics = [{k if is_diagnostic(k) else f"train/{k}": v
+                          for k, v in metrics.items()}
                          for metrics in _seed_metrics(trainer, train_metrics)]
         train_s = time.perf_counter() - start
         _check_finite(trainer, state, train_metrics, records, epoch, log)

@@ -5,8 +5,10 @@ The paper's Figure 9: in the U4 maze a depth-4 critic's Q-values fall off with s
 distance to the goal, straight through a wall, while a depth-64 critic's follow the corridors.
 ``q_value_map`` evaluates a run's critic over a grid of agent positions covering the maze's free
 cells, ``plot_q_values`` draws it, ``compare_q_values`` draws several runs on one colour scale.
-``plot_learning_curves`` draws runs' metrics.jsonl. Figures are ``matplotlib.figure.Figure``
-objects, free of pyplot's global state, so they render on a headless machine.
+``plot_learning_curves`` draws runs' metrics.jsonl; ``plot_block_health`` and
+``plot_representation_rank`` its per-block diagnostics (notebooks/depth_health.ipynb). Figures
+are ``matplotlib.figure.Figure`` objects, free of pyplot's global state, so they render on a
+headless machine.
 
 Pictures follow crl.render's top view of a maze: world y across, world x down (rows of
 mazes.txt run down the picture).
@@ -18,16 +20,20 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
+from matplotlib.ticker import MaxNLocator
 
 from crl.agents.base import Agent, Params
 from crl.config import Config
+from crl.diagnostics import PREFIX as DIAG
 from crl.envs.base import GoalEnv
 from crl.envs.maze import MazeLayout, corridor_steps
 from crl.evaluate import LoadedRun, open_run
@@ -285,6 +291,108 @@ def plot_learning_curves(run_dirs: Sequence[str | Path],
     for ax, name in zip(axes, metrics, strict=True):
         ax.set_title(name)
         ax.set_xlabel("env steps")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    return figure
+
+
+BLOCK_QUANTITIES = ("activation_rms", "dormant_fraction", "grad_norm", "update_ratio")
+# Quantities that span orders of magnitude over depth and training are coloured on a log scale.
+_LOG_SCALED = ("grad_norm", "update_ratio")
+
+
+def diagnosed_networks(history: list[dict[str, Any]]) -> list[str]:
+    """The networks whose per-block health a run logged (``critic/sa_encoder``, ...)."""
+    suffix = "/activation_rms"
+    return sorted({name[len(DIAG):-len(suffix)] for line in history for name in line
+                   if name.startswith(DIAG) and name.endswith(suffix)})
+
+
+def block_history(history: list[dict[str, Any]], network: str,
+                  quantity: str) -> tuple[np.ndarray, np.ndarray]:
+    """Epochs ``[E]`` and a per-block quantity ``[E, blocks]`` of one network of a run."""
+    name = f"{DIAG}{network}/{quantity}"
+    lines = [line for line in history if name in line]
+    if not lines:
+        raise ValueError(f"the run logged no {name} (trained with --no-diagnostics, or before "
+                         f"diagnostics existed); networks with diagnostics: "
+                         f"{', '.join(diagnosed_networks(history)) or 'none'}")
+    return (np.array([line["epoch"] for line in lines]),
+            np.array([line[name] for line in lines], dtype=float))
+
+
+def _default_network(history: list[dict[str, Any]]) -> str:
+    networks = diagnosed_networks(history)
+    if not networks:
+        raise ValueError("the run logged no diagnostics (diag/...): train without "
+                         "--no-diagnostics")
+    critics = [name for name in networks if name.startswith("critic")]
+    return (critics or networks)[-1]
+
+
+def plot_block_health(run_dirs: Sequence[str | Path], network: str | None = None,
+                      quantities: Sequence[str] = BLOCK_QUANTITIES) -> Figure:
+    """A heatmap of block (up: the first block) against epoch per quantity (columns), one row
+    per run, on one colour scale per quantity. ``network``: its path in the parameters
+    (``actor``, ``critic/sa_encoder``, ...); default the critic's state-action network (or the
+    run's only network)."""
+    histories = [read_metrics(Path(run_dir)) for run_dir in run_dirs]
+    network = network or _default_network(histories[0])
+    data = [[block_history(history, network, quantity) for quantity in quantities]
+            for history in histories]
+    figure = Figure(figsize=(3.6 * len(quantities), 2.6 * len(run_dirs) + 0.6),
+                    layout="constrained")
+    axes = figure.subplots(len(run_dirs), len(quantities), squeeze=False)
+    for column, quantity in enumerate(quantities):
+        values = np.concatenate([row[column][1].ravel() for row in data])
+        values = values[np.isfinite(values)]
+        if quantity in _LOG_SCALED and np.any(values > 0):
+            positive = values[values > 0]
+            norm = LogNorm(positive.min(), max(positive.max(), positive.min() * 1.01))
+        elif quantity == "dormant_fraction":
+            norm = Normalize(0, 1)
+        else:
+            norm = Normalize(values.min(), max(values.max(), values.min() + 1e-9))
+        for row, run_dir in enumerate(run_dirs):
+            epochs, blocks = data[row][column]
+            ax = axes[row, column]
+            image = ax.imshow(blocks.T, aspect="auto", origin="upper", norm=norm,
+                              cmap="viridis", interpolation="nearest",
+                              extent=(epochs[0] - 0.5, epochs[-1] + 0.5, blocks.shape[1] - 0.5,
+                                      -0.5))
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel(f"{Path(run_dir).name}\nblock" if column == 0 else "block")
+            if row == 0:
+                ax.set_title(quantity)
+        figure.colorbar(image, ax=axes[:, column].tolist(), shrink=0.9)
+    figure.suptitle(f"per-block health of {network}")
+    return figure
+
+
+def plot_representation_rank(run_dirs: Sequence[str | Path]) -> Figure:
+    """The effective rank over the batch of every representation a run logged (phi, psi and
+    each network's last features) against epoch, one panel each, one line per run."""
+    histories = [read_metrics(Path(run_dir)) for run_dir in run_dirs]
+    names = sorted({name for history in histories for line in history for name in line
+                    if name.startswith(DIAG) and name.endswith(("/effective_rank",
+                                                                "/feature_rank"))})
+    if not names:
+        raise ValueError("the runs logged no representation rank (diag/.../effective_rank): "
+                         "train without --no-diagnostics")
+    figure = Figure(figsize=(4 * len(names), 3.4), layout="constrained")
+    axes = figure.subplots(1, len(names), squeeze=False)[0]
+    for index, (run_dir, history) in enumerate(zip(run_dirs, histories, strict=True)):
+        for ax, name in zip(axes, names, strict=True):
+            points = [(line["epoch"], line[name]) for line in history if name in line]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker=".", color=f"C{index}",
+                        label=Path(run_dir).name)
+    for ax, name in zip(axes, names, strict=True):
+        ax.set_title(name[len(DIAG):])
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("effective rank")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     return figure

@@ -85,7 +85,20 @@ def test_the_training_curves_notebook_draws_the_runs_curves(tiny_run, kernel_spe
     assert shown_images(notebook) == 1
 
 
-@pytest.mark.parametrize("name", ["q_values.ipynb", "training_curves.ipynb"])
+def test_the_depth_health_notebook_draws_block_heatmaps_and_ranks_of_two_agents(
+        tiny_run, baseline_runs, kernel_specs, compile_cache, tmp_path):
+    run_dirs = [str(tiny_run[3]), str(baseline_runs("sac_her")[3])]
+    notebook = execute("depth_health.ipynb",
+                       {"run_dirs": run_dirs, "network": "actor",
+                        "output_dir": str(tmp_path / "out")},
+                       kernel_specs, compile_cache, tmp_path)
+    assert_picture(tmp_path / "out" / "block_health.png")
+    assert_picture(tmp_path / "out" / "representation_rank.png")
+    assert shown_images(notebook) == 2
+
+
+@pytest.mark.parametrize("name", ["q_values.ipynb", "training_curves.ipynb",
+                                  "depth_health.ipynb"])
 def test_committed_notebooks_have_no_outputs_and_open_with_a_parameters_cell(name):
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     nbformat.validate(notebook)

@@ -13,7 +13,10 @@ sizes. The runner (crl/train.py) knows it only through:
 - ``act(params, state, goal, key)``: an action per row, sampled for collection, or the
   deterministic one for evaluation when ``key`` is None;
 - ``q_value(params, state, action, goal)``: the critic's Q, for agents that have a critic
-  (``has_critic``), which Q-value maps draw.
+  (``has_critic``), which Q-value maps draw;
+- ``network_inputs(batch)`` (and ``representations``): each residual network and what it reads
+  on a batch, for the per-block health of ``crl.diagnostics``; an update adds the health of
+  its step with ``self.block_health(grads, params_before, params_after)``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from crl import diagnostics
 from crl.buffer import Sampling
 from crl.config import Config
 from crl.distributed import AXIS
@@ -98,7 +102,28 @@ class Agent:
                 goal: jax.Array) -> jax.Array:
         raise NotImplementedError(f"agent {self.config.agent!r} has no critic")
 
+    def network_inputs(self, batch: dict[str, jax.Array]) -> dict[str, tuple[ResidualMLP,
+                                                                           jax.Array]]:
+        """Every residual network, by its path in ``params``, with what it reads on ``batch``."""
+        raise NotImplementedError
+
+    def representations(self, params: Params, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Named representations of ``batch`` whose norm and rank the diagnostics follow."""
+        return {}
+
+    def forward_health(self, params: Params, batch: dict[str, jax.Array]) -> Metrics:
+        """``diag/...`` of one forward pass of every network on ``batch`` (crl.diagnostics)."""
+        # Every device computes the same figures; pmean types them as replicated.
+        return pmean(diagnostics.network_health(self.network_inputs(batch), params,
+                                                self.representations(params, batch)))
+
     # ------------------------------------------------------------ helpers of the updates
+    def block_health(self, grads: Params, before: Params, after: Params) -> Metrics:
+        """``diag/...`` gradient norm and update ratio per block of one step, if enabled."""
+        if not self.config.diagnostics:
+            return {}
+        return pmean(diagnostics.block_health(grads, before, after))
+
     def global_normal(self, key: jax.Array, size: int) -> jax.Array:
         """Standard normal noise ``[local_batch, size]``: this device's rows of noise drawn
         for the global batch, so that a run's numbers do not depend on the device count."""

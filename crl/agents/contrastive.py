@@ -21,6 +21,7 @@ from crl import losses
 from crl.agents.base import Agent, Metrics, Params, apply_gradients, pmean
 from crl.buffer import Sampling
 from crl.distributed import AXIS
+from crl.networks.actors import actor_inputs
 from crl.networks.agent import Networks, make_networks
 
 
@@ -87,6 +88,19 @@ class ContrastiveRL(Agent):
         phi = nets.encode_state_action(params["critic"], state, action)
         return jnp.linalg.norm(phi - nets.encode_goal(params["critic"], goal), axis=-1)
 
+    def network_inputs(self, batch: dict[str, jax.Array]) -> dict:
+        nets = self.networks
+        return {"actor": (nets.actor.mlp, actor_inputs(batch["state"], batch["goal"])),
+                "critic/sa_encoder": (nets.sa_encoder,
+                                      nets.sa_inputs(batch["state"], batch["action"])),
+                "critic/goal_encoder": (nets.goal_encoder, batch["goal"])}
+
+    def representations(self, params: Params, batch: dict[str, jax.Array]) -> dict:
+        nets = self.networks
+        return {"phi": nets.encode_state_action(params["critic"], batch["state"],
+                                                batch["action"]),
+                "psi": nets.encode_goal(params["critic"], batch["goal"])}
+
     def update(self, state: ContrastiveState, batch: dict[str, jax.Array],
                key: jax.Array) -> tuple[ContrastiveState, Metrics]:
         """Actor and temperature update, and critic update.
@@ -134,11 +148,14 @@ class ContrastiveRL(Agent):
                                                     critic_grads, state.critic_opt)
         log_alpha, alpha_opt = apply_gradients(opt["alpha"], state.log_alpha, alpha_grad,
                                                state.alpha_opt)
-        state = state.replace(params={"actor": actor_params, "critic": critic_params},
+        new_params = {"actor": actor_params, "critic": critic_params}
+        health = self.block_health({"actor": actor_grads, "critic": critic_grads}, params,
+                                   new_params)
+        state = state.replace(params=new_params,
                               log_alpha=log_alpha, actor_opt=actor_opt, critic_opt=critic_opt,
                               alpha_opt=alpha_opt)
         metrics = {
             "actor_loss": actor_loss, "alpha_loss": alpha_loss, "alpha": alpha,
             "entropy": -jnp.mean(log_prob), **critic_metrics,
         }
-        return state, pmean(metrics)
+        return state, {**pmean(metrics), **health}

@@ -18,7 +18,7 @@ from flax import struct
 from crl import losses
 from crl.agents.base import Agent, Metrics, Params, apply_gradients, pmean
 from crl.buffer import Sampling
-from crl.networks.actors import TanhGaussianActor
+from crl.networks.actors import TanhGaussianActor, actor_inputs
 
 # Actions in the replay are tanh of a sample and may round to +-1, whose pre-tanh is infinite.
 _ACTION_LIMIT = 1 - 1e-6
@@ -55,6 +55,9 @@ class GCBC(Agent):
             key: jax.Array | None) -> jax.Array:
         return self.actor.act(params["actor"], state, goal, key)
 
+    def network_inputs(self, batch: dict[str, jax.Array]) -> dict:
+        return {"actor": (self.actor.mlp, actor_inputs(batch["state"], batch["goal"]))}
+
     def update(self, state: GCBCState, batch: dict[str, jax.Array],
                key: jax.Array) -> tuple[GCBCState, Metrics]:
         pre_tanh = jnp.arctanh(jnp.clip(batch["action"], -_ACTION_LIMIT, _ACTION_LIMIT))
@@ -70,5 +73,6 @@ class GCBC(Agent):
                                                   state.actor_opt)
         metrics = {"actor_loss": loss,
                    "action_error": pmean(jnp.mean(jnp.abs(jnp.tanh(mean) - batch["action"]))),
-                   "log_std": pmean(jnp.mean(log_std))}
+                   "log_std": pmean(jnp.mean(log_std)),
+                   **self.block_health({"actor": grads}, state.params, {"actor": actor_params})}
         return state.replace(params={"actor": actor_params}, actor_opt=actor_opt), metrics

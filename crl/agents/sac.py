@@ -32,7 +32,7 @@ from crl.agents.base import (
     polyak,
 )
 from crl.buffer import Sampling
-from crl.networks.actors import TanhGaussianActor
+from crl.networks.actors import TanhGaussianActor, actor_inputs
 from crl.networks.critics import TwinQ
 
 TD_FIELDS = ("state", "action", "goal", "next_state", "reward", "same_trajectory")
@@ -99,6 +99,11 @@ class SAC(Agent):
                 goal: jax.Array) -> jax.Array:
         return jnp.min(self.critic(params["critic"], state, action, goal), axis=0)
 
+    def network_inputs(self, batch: dict[str, jax.Array]) -> dict:
+        return {"actor": (self.actor.mlp, actor_inputs(batch["state"], batch["goal"])),
+                "critic": (self.critic.mlp, self.critic.inputs(batch["state"], batch["action"],
+                                                                batch["goal"]))}
+
     def _sample(self, actor_params: Params, state: jax.Array, goal: jax.Array,
                 noise: jax.Array) -> tuple[jax.Array, jax.Array]:
         """A reparameterised action of pi(. | state, goal) and its log-probability."""
@@ -147,12 +152,16 @@ class SAC(Agent):
                                                     critic_grads, state.critic_opt)
         log_alpha, alpha_opt = apply_gradients(opt["alpha"], state.log_alpha, alpha_grad,
                                                state.alpha_opt)
-        state = SACState(params={"actor": actor_params, "critic": critic_params},
+        new_params = {"actor": actor_params, "critic": critic_params}
+        health = self.block_health({"actor": actor_grads, "critic": critic_grads}, params,
+                                   new_params)
+        state = SACState(params=new_params,
                          target_critic=polyak(state.target_critic, critic_params, cfg.tau),
                          log_alpha=log_alpha, actor_opt=actor_opt, critic_opt=critic_opt,
                          alpha_opt=alpha_opt)
         valid = batch["same_trajectory"]
         metrics = {"critic_loss": critic_loss, "actor_loss": actor_loss,
                    "alpha_loss": alpha_loss, "alpha": alpha, "entropy": pmean(-jnp.mean(log_prob)),
-                   "q": masked_mean(q[0], valid), "reward": pmean(jnp.mean(batch["reward"]))}
+                   "q": masked_mean(q[0], valid), "reward": pmean(jnp.mean(batch["reward"])),
+                   **health}
         return state, metrics

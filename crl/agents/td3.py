@@ -29,7 +29,7 @@ from crl.agents.base import (
 )
 from crl.agents.sac import td_sampling
 from crl.buffer import Sampling
-from crl.networks.actors import DeterministicActor
+from crl.networks.actors import DeterministicActor, actor_inputs
 from crl.networks.critics import TwinQ
 
 
@@ -86,6 +86,11 @@ class TD3(Agent):
                 goal: jax.Array) -> jax.Array:
         return jnp.min(self.critic(params["critic"], state, action, goal), axis=0)
 
+    def network_inputs(self, batch: dict[str, jax.Array]) -> dict:
+        return {"actor": (self.actor.mlp, actor_inputs(batch["state"], batch["goal"])),
+                "critic": (self.critic.mlp, self.critic.inputs(batch["state"], batch["action"],
+                                                                batch["goal"]))}
+
     def update(self, state: TD3State, batch: dict[str, jax.Array],
                key: jax.Array) -> tuple[TD3State, Metrics]:
         cfg, opt, params, target = self.config, self.optimizers, state.params, state.target_params
@@ -117,11 +122,14 @@ class TD3(Agent):
         actor_params, actor_opt = where(delayed, apply_gradients(
             opt["actor"], params["actor"], actor_grads, state.actor_opt),
             (params["actor"], state.actor_opt))
-        params = {"actor": actor_params, "critic": critic_params}
+        new_params = {"actor": actor_params, "critic": critic_params}
+        health = self.block_health({"actor": actor_grads, "critic": critic_grads}, params,
+                                   new_params)
+        params = new_params
         state = TD3State(params=params,
                          target_params=where(delayed, polyak(target, params, cfg.tau), target),
                          actor_opt=actor_opt, critic_opt=critic_opt, step=state.step + 1)
         metrics = {"critic_loss": critic_loss, "actor_loss": actor_loss,
                    "q": masked_mean(q[0], batch["same_trajectory"]),
-                   "reward": pmean(jnp.mean(batch["reward"]))}
+                   "reward": pmean(jnp.mean(batch["reward"])), **health}
         return state, metrics

@@ -28,7 +28,8 @@ def sample_tanh_gaussian(key: jax.Array, mean: jax.Array,
     return jnp.tanh(x), x
 
 
-def _inputs(state: jax.Array, goal: jax.Array) -> jax.Array:
+def actor_inputs(state: jax.Array, goal: jax.Array) -> jax.Array:
+    """What an actor's residual MLP reads."""
     return jnp.concatenate([state, goal], -1)
 
 
@@ -44,7 +45,7 @@ class TanhGaussianActor:
     def policy(self, params: Params, state: jax.Array,
                goal: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Mean and log-std of the pre-tanh Gaussian."""
-        mean, raw_log_std = jnp.split(self.mlp.apply(params, _inputs(state, goal)), 2, axis=-1)
+        mean, raw_log_std = jnp.split(self.mlp.apply(params, actor_inputs(state, goal)), 2, axis=-1)
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw_log_std) + 1)
         return mean, log_std
 
@@ -65,4 +66,4 @@ class DeterministicActor:
         return self.mlp.init(key, jnp.zeros((1, self.state_size + self.goal_size)))
 
     def act(self, params: Params, state: jax.Array, goal: jax.Array) -> jax.Array:
-        return jnp.tanh(self.mlp.apply(params, _inputs(state, goal)))
+        return jnp.tanh(self.mlp.apply(params, actor_inputs(state, goal)))

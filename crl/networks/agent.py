@@ -43,15 +43,19 @@ class Networks:
         return {
             "actor": self.actor.init(actor_key),
             "critic": {
-                "sa_encoder": self.sa_encoder.init(sa_key, jnp.concatenate([state, action], -1)),
+                "sa_encoder": self.sa_encoder.init(sa_key, self.sa_inputs(state, action)),
                 "goal_encoder": self.goal_encoder.init(goal_key, goal),
             },
         }
 
+    @staticmethod
+    def sa_inputs(state: jax.Array, action: jax.Array) -> jax.Array:
+        """What the state-action encoder reads."""
+        return jnp.concatenate([state, action], -1)
+
     def encode_state_action(self, critic_params: Params, state: jax.Array,
                             action: jax.Array) -> jax.Array:
-        return self.sa_encoder.apply(critic_params["sa_encoder"],
-                                     jnp.concatenate([state, action], -1))
+        return self.sa_encoder.apply(critic_params["sa_encoder"], self.sa_inputs(state, action))
 
     def encode_goal(self, critic_params: Params, goal: jax.Array) -> jax.Array:
         return self.goal_encoder.apply(critic_params["goal_encoder"], goal)

@@ -30,8 +30,13 @@ class TwinQ:
         example = jnp.zeros((1, self.state_size + self.action_size + self.goal_size))
         return jax.vmap(lambda k: self.mlp.init(k, example))(jax.random.split(key, NUM_CRITICS))
 
+    @staticmethod
+    def inputs(state: jax.Array, action: jax.Array, goal: jax.Array) -> jax.Array:
+        """What the critics' residual MLP reads."""
+        return jnp.concatenate([state, action, goal], -1)
+
     def __call__(self, params: Params, state: jax.Array, action: jax.Array,
                  goal: jax.Array) -> jax.Array:
         """Every critic's value: ``[2, B]``."""
-        inputs = jnp.concatenate([state, action, goal], -1)
+        inputs = self.inputs(state, action, goal)
         return jax.vmap(lambda p: self.mlp.apply(p, inputs)[..., 0])(params)

@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from crl import diagnostics
+
 LAYERS_PER_BLOCK = 4
 
 # What the backward pass recomputes instead of storing (see ``ResidualMLP.remat``).
@@ -36,17 +38,25 @@ class DenseNormSwish(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """``x + f(x)``; the signature ``(carry, _) -> (carry, None)`` is what ``nn.scan`` expects."""
+    """``x + f(x)``; the signature ``(carry, _) -> (carry, None)`` is what ``nn.scan`` expects.
+
+    Applied with the diagnostics collection mutable, it sows its health (crl.diagnostics).
+    """
 
     width: int
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, _: None) -> tuple[jax.Array, None]:
-        y = x
+        layers = [x]
         for _layer in range(LAYERS_PER_BLOCK):
-            y = DenseNormSwish(self.width, self.dtype)(y)
-        return x + y, None
+            layers.append(DenseNormSwish(self.width, self.dtype)(layers[-1]))
+        x = x + layers[-1]
+        if self.is_mutable_collection(diagnostics.COLLECTION) and not self.is_initializing():
+            dormant = [diagnostics.dormant_fraction(y) for y in layers[1:]]
+            self.sow(diagnostics.COLLECTION, "activation_rms", diagnostics.rms(x))
+            self.sow(diagnostics.COLLECTION, "dormant_fraction", jnp.mean(jnp.stack(dormant)))
+        return x, None
 
 
 def _remat(block: type[nn.Module], mode: str) -> type[nn.Module]:
@@ -85,10 +95,12 @@ class ResidualMLP(nn.Module):
         x = DenseNormSwish(self.width, self.dtype, name="input")(x)
         blocks = nn.scan(
             _remat(ResidualBlock, self.remat),
-            variable_axes={"params": 0},
+            variable_axes={"params": 0, diagnostics.COLLECTION: 0},
             split_rngs={"params": True},
             length=self.depth // LAYERS_PER_BLOCK,
         )
         x, _ = blocks(self.width, self.dtype, name="blocks")(x, None)
+        if self.is_mutable_collection(diagnostics.COLLECTION) and not self.is_initializing():
+            self.sow(diagnostics.COLLECTION, "features", x.astype(jnp.float32))
         return nn.Dense(self.out_dim, kernel_init=kernel_init(), dtype=self.dtype,
                         param_dtype=jnp.float32, name="output")(x).astype(jnp.float32)

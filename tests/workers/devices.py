@@ -48,7 +48,8 @@ def alone_on_two_devices(seed: int) -> dict:
     state = trainer.prefill(trainer.init(trainer.init_key()))
     state, metrics = trainer.train_epoch(state)
     evaluation = trainer.evaluate(state.agent.params, evaluation_key(config, 1))
-    return {f"train/{k}": float(v) for k, v in metrics.items()} | {
+    return {k if k.startswith("diag/") else f"train/{k}": np.asarray(v).tolist()
+            for k, v in metrics.items()} | {
         k: float(v) for k, v in evaluation.items()}
 
 
