@@ -8,7 +8,7 @@ representations, a number; metrics.jsonl holds them under ``diag/<network>/<quan
 - ``grad_norm``: the norm of the loss's gradient with respect to the block's parameters;
 - ``update_ratio``: ||theta_after - theta_before|| / ||theta_before|| of the block.
 
-From one forward pass per epoch on a batch sampled from the replay buffer (the global batch):
+From one forward pass per epoch on the first global batch of the epoch's last training step:
 
 - ``activation_rms``: the RMS of the residual stream after the block;
 - ``dormant_fraction``: the fraction of the block's Swish units that are dormant, whose mean

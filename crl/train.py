@@ -64,8 +64,6 @@ EXIT_WRITE_FAILED = 5  # a file of the run could not be written (disk full): res
 EXIT_OUT_OF_MEMORY = 6  # a device ran out of memory: what was checkpointed is intact
 EXIT_INTERRUPTED = 130  # Ctrl-C outside training, or twice: the last checkpoint is intact
 
-# fold_in constant of the diagnostics' batch: a random stream apart from the run's.
-_DIAGNOSTICS_STREAM = 0x64696167
 
 EASY_RADIUS = 2.0
 
@@ -260,7 +258,9 @@ class Trainer:
             tuple(self._local_key(k) for k in (window_key, relabel_key, shuffle_key)),
             state.buffer, self.local_batch, cfg.num_sgd_batches_per_training_step)
         state, metrics = self._sgd_steps(state.replace(key=key), batches, sgd_key)
-        return state, _mean_over_steps(metrics)
+        # The diagnostics of the epoch look at the first batch of its last training step.
+        first_batch = jax.tree.map(lambda x: x[0], batches) if cfg.diagnostics else {}
+        return state, (_mean_over_steps(metrics), first_batch)
 
     def _sample(self, keys: tuple[jax.Array, ...], buffer: replay.ReplayBuffer,
                 batch_size: int, max_batches: int) -> dict[str, jax.Array]:
@@ -269,13 +269,11 @@ class Trainer:
                              success_radius=self.success_radius, batch_size=batch_size,
                              max_batches=max_batches)
 
-    def _forward_health(self, state: TrainState) -> dict[str, jax.Array]:
-        """The networks' forward diagnostics on one global batch from the replay buffer, drawn
-        with a key of its own so that the diagnostics leave the run's random numbers alone."""
-        keys = jax.random.split(jax.random.fold_in(state.key, _DIAGNOSTICS_STREAM), 3)
-        batch = self._sample(tuple(self._local_key(k) for k in keys), state.buffer,
-                             self.local_batch, 1)
-        batch = jax.tree.map(lambda x: jax.lax.all_gather(x[0], AXIS, tiled=True), batch)
+    def _forward_health(self, state: TrainState,
+                        batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """The networks' forward diagnostics on ``batch``, this device's rows of a global
+        batch, gathered so that every device measures the global batch."""
+        batch = jax.tree.map(lambda x: jax.lax.all_gather(x, AXIS, tiled=True), batch)
         return self.agent.forward_health(state.agent.params, batch)
 
     def batch_shapes(self, num_batches: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -314,11 +312,11 @@ class Trainer:
     def train_epoch(self) -> Callable[[TrainState], tuple[TrainState, dict]]:
         """``training_steps_per_epoch`` training steps; metrics averaged over the epoch."""
         def epoch_local(state):
-            state, metrics = jax.lax.scan(self._training_step, state, None,
-                                          self.config.training_steps_per_epoch)
+            state, (metrics, batches) = jax.lax.scan(self._training_step, state, None,
+                                                     self.config.training_steps_per_epoch)
             metrics = _mean_over_steps(metrics)
             if self.config.diagnostics:
-                metrics |= self._forward_health(state)
+                metrics |= self._forward_health(state, jax.tree.map(lambda x: x[-1], batches))
             return state, metrics
 
         specs = self.state_specs()

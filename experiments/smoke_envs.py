@@ -28,7 +28,9 @@ FAST_COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimiza
 TINY = ["--depth", "4", "--width", "16", "--repr-dim", "8", "--num-envs", "2", "--batch-size",
         "8", "--episode-length", "10", "--unroll-length", "5", "--min-replay-size", "10",
         "--max-replay-size", "20", "--num-sgd-batches-per-training-step", "1",
-        "--total-env-steps", "30", "--num-epochs", "1", "--num-eval-envs", "2"]
+        "--total-env-steps", "30", "--num-epochs", "1", "--num-eval-envs", "2",
+        # An env's smoke test; the diagnostics' compilation is tested with the tiny run.
+        "--no-diagnostics"]
 
 
 def main() -> int:
