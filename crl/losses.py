@@ -18,11 +18,24 @@ CONTRASTIVE_LOSSES = ("fwd_infonce", "bwd_infonce", "sym_infonce", "binary_nce")
 _SQRT_EPS = 1e-12
 
 
+def cross_products(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b.T`` at full float32 precision. A default-precision float32 product runs in TF32
+    on NVIDIA GPUs, whose error in |a|^2 + |b|^2 - 2 a.b grows with the norms of the
+    representations, which the L2 energy does not bound."""
+    return jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST)
+
+
 def _squared_distances(phi: jax.Array, psi: jax.Array) -> jax.Array:
     # |a|^2 + |b|^2 - 2 a.b keeps the B x B x D difference tensor out of memory and runs as a
     # matmul; rounding can make it slightly negative, hence the clamp.
-    sq = (jnp.sum(phi**2, -1)[:, None] + jnp.sum(psi**2, -1)[None, :] - 2 * phi @ psi.T)
-    return jnp.maximum(sq, 0.0)
+    sq = jnp.maximum(jnp.sum(phi**2, -1)[:, None] + jnp.sum(psi**2, -1)[None, :]
+                     - 2 * cross_products(phi, psi), 0.0)
+    if phi.shape[0] != psi.shape[0]:
+        return sq
+    # The positive pairs (the diagonal) from their differences, exact whatever the product's
+    # precision: a cancellation there would move every row's logit of its own goal.
+    pairs = jnp.sum((phi - psi) ** 2, -1)
+    return jnp.where(jnp.eye(phi.shape[0], dtype=bool), pairs[:, None], sq)
 
 
 def _normalize(x: jax.Array) -> jax.Array:
@@ -36,9 +49,9 @@ def energy_matrix(name: str, phi: jax.Array, psi: jax.Array) -> jax.Array:
     if name == "l2_squared":
         return -_squared_distances(phi, psi)
     if name == "dot":
-        return phi @ psi.T
+        return cross_products(phi, psi)
     if name == "cosine":
-        return _normalize(phi) @ _normalize(psi).T
+        return cross_products(_normalize(phi), _normalize(psi))
     raise ValueError(f"unknown energy {name!r}; valid: {', '.join(ENERGIES)}")
 
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from brax.envs.base import State
-from tiny import BASELINES, TINY, batches_for, with_epochs, without_times
+from tiny import BASELINES, TINY, batches_for, metric_atol, with_epochs, without_times
 
 import crl
 from crl import buffer as replay
@@ -74,8 +74,10 @@ def test_crl_trains_the_numbers_it_trained_before_the_split(tiny_run):
         # The diagnostics came later (tests/test_diagnostics.py).
         assert {k for k in ours if not k.startswith("diag/")} == before.keys()
         for name, value in before.items():
-            assert math.isclose(ours[name], value, rel_tol=1e-5, abs_tol=1e-6), (name, ours,
-                                                                                  before)
+            # Since the positive pairs' distances come from their differences (exact under
+            # TF32), 2 of the accuracy's 384 argmaxes an epoch broke a near-tie the other way.
+            assert math.isclose(ours[name], value, rel_tol=1e-5, abs_tol=metric_atol(name)), (
+                name, ours, before)
 
 
 # ------------------------------------------------------------ every baseline end to end

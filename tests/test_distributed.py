@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from tiny import metric_atol
 
 from crl import runs
 from crl.config import Config, ConfigError, validate
@@ -63,7 +64,7 @@ def test_a_group_of_seeds_on_four_devices_is_each_seed_on_two(four_devices):
                                               strict=True)):
         assert group["epoch"] == 1
         for name, value in alone.items():
-            np.testing.assert_allclose(group[name], value, rtol=1e-5, atol=1e-6,
+            np.testing.assert_allclose(group[name], value, rtol=1e-5, atol=metric_atol(name),
                                        err_msg=f"seed {seed}: {name}")
     assert four_devices["group"][0]["train/critic_loss"] != \
         four_devices["group"][1]["train/critic_loss"]

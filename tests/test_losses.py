@@ -146,3 +146,43 @@ def test_critic_loss_traces_for_batches_whose_square_overflows_int32():
     # Row argmaxes: row 0 -> 0 (energy -0.5 against -1.12, -3.04), row 1 -> 1 (0 against
     # -1.41, -2), row 2 -> 0 (-1 against -2.24, -3.61): 2 of 3 correct.
     np.testing.assert_allclose(small["categorical_accuracy"], 2 / 3, rtol=1e-6)
+
+
+def _round_to_tf32(x: jax.Array) -> jax.Array:
+    """float32 rounded to TF32's 10 explicit mantissa bits (round to nearest), as an NVIDIA
+    tensor core reads a default-precision float32 matmul's inputs."""
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+    rounded = (bits + jnp.uint32(0x1000)) & jnp.uint32(0xFFFFE000)
+    return jax.lax.bitcast_convert_type(rounded, jnp.float32)
+
+
+@pytest.mark.parametrize("rounding", ["tf32", "bfloat16"])
+def test_positive_pair_distances_stay_exact_when_the_product_is_rounded(monkeypatch, rounding):
+    """Representations of norm about 100 whose positive pairs are 1 apart: with the matmul's
+    inputs rounded as a GPU's TF32 (or bfloat16) product rounds them, simulated here, the
+    diagonal of the L2 energy still matches float64 to 1e-4, while the plain
+    |a|^2 + |b|^2 - 2 a.b under the same rounding is off by more than 10%."""
+    round_ = _round_to_tf32 if rounding == "tf32" else (
+        lambda x: x.astype(jnp.bfloat16).astype(jnp.float32))
+    monkeypatch.setattr(losses, "cross_products",
+                        lambda a, b: round_(a) @ round_(b).T)
+    rng = np.random.default_rng(0)
+    phi = rng.normal(size=(32, 64)) * 100 / 8
+    psi = phi + rng.normal(size=(32, 64)) / 8
+    reference = np.linalg.norm(phi - psi, axis=-1)
+    ours = -np.diagonal(np.asarray(losses.energy_matrix("l2", jnp.asarray(phi, jnp.float32),
+                                                        jnp.asarray(psi, jnp.float32))))
+    np.testing.assert_allclose(ours, reference, rtol=1e-4)
+    p32, s32 = jnp.asarray(phi, jnp.float32), jnp.asarray(psi, jnp.float32)
+    naive = (jnp.sum(p32**2, -1) + jnp.sum(s32**2, -1)
+             - 2 * jnp.diagonal(round_(p32) @ round_(s32).T))
+    naive = np.sqrt(np.maximum(np.asarray(naive), 0.0))
+    assert np.max(np.abs(naive - reference) / reference) > 0.1
+
+
+def test_the_energy_matrix_asks_for_full_precision_products():
+    phi = jnp.ones((4, 3))
+    for name in ("l2", "l2_squared", "dot", "cosine"):
+        jaxpr = str(jax.make_jaxpr(lambda a, b, name=name: losses.energy_matrix(name, a, b))(
+            phi, phi))
+        assert "precision=(Precision.HIGHEST, Precision.HIGHEST)" in jaxpr, name

@@ -19,6 +19,7 @@ from tiny import (
     BASELINES,
     TINY,
     cli_args,
+    metric_atol,
     quiet,
     refusal_on_a_small_device,
     with_epochs,
@@ -46,7 +47,8 @@ def assert_same_metrics(alone, in_group, rtol=1e-5):
     for a, g in zip(alone, in_group, strict=True):
         assert a.keys() == g.keys()
         for key in a:
-            np.testing.assert_allclose(g[key], a[key], rtol=rtol, atol=1e-6, err_msg=key)
+            np.testing.assert_allclose(g[key], a[key], rtol=rtol, atol=metric_atol(key),
+                                       err_msg=key)
 
 
 @pytest.fixture(scope="module")
