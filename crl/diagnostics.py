@@ -127,11 +127,11 @@ def forward_health(mlp: Any, variables: Tree, inputs: jax.Array) -> dict[str, ja
                 "feature_norm": jnp.mean(jnp.linalg.norm(features, axis=-1)),
                 "feature_rank": effective_rank(features)}
 
+    leading = _stacked_axes(variables)
     apply = one
-    for _ in range(_stacked_axes(variables)):
+    for _ in range(leading):
         apply = jax.vmap(apply)
     stats = apply(variables)
-    leading = _stacked_axes(variables)
     return jax.tree.map(lambda x: jnp.mean(x, axis=tuple(range(leading))), stats)
 
 

@@ -279,18 +279,29 @@ def plot_learning_curves(run_dirs: Sequence[str | Path],
     missing = [name for name in metrics if name not in logged]
     if missing:
         raise ValueError(f"no run logged {', '.join(missing)}; logged: {', '.join(sorted(logged))}")
-    figure = Figure(figsize=(4.5 * len(metrics), 4), layout="constrained")
-    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    # Epoch 0 (the initial policy) is evaluated, not trained: it has no train/ metrics.
+    return _metric_panels(run_dirs, histories, metrics, "env_steps", "env steps", metrics,
+                          size=(4.5, 4))
+
+
+def _metric_panels(run_dirs: Sequence[str | Path], histories: list[list[dict[str, Any]]],
+                   names: Sequence[str], x: str, x_label: str, titles: Sequence[str],
+                   size: tuple[float, float], y_label: str | None = None) -> Figure:
+    """One panel per metric against the field ``x`` of each line that has it, one line per
+    run."""
+    figure = Figure(figsize=(size[0] * len(names), size[1]), layout="constrained")
+    axes = figure.subplots(1, len(names), squeeze=False)[0]
     for index, (run_dir, history) in enumerate(zip(run_dirs, histories, strict=True)):
-        for ax, name in zip(axes, metrics, strict=True):
-            # Epoch 0 (the initial policy) is evaluated, not trained: it has no train/ metrics.
-            points = [(line["env_steps"], line[name]) for line in history if name in line]
+        for ax, name in zip(axes, names, strict=True):
+            points = [(line[x], line[name]) for line in history if name in line]
             if points:
                 ax.plot(*zip(*points, strict=True), marker=".", color=f"C{index}",
                         label=Path(run_dir).name)
-    for ax, name in zip(axes, metrics, strict=True):
-        ax.set_title(name)
-        ax.set_xlabel("env steps")
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel(x_label)
+        if y_label:
+            ax.set_ylabel(y_label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     return figure
@@ -381,21 +392,9 @@ def plot_representation_rank(run_dirs: Sequence[str | Path]) -> Figure:
     if not names:
         raise ValueError("the runs logged no representation rank (diag/.../effective_rank): "
                          "train without --no-diagnostics")
-    figure = Figure(figsize=(4 * len(names), 3.4), layout="constrained")
-    axes = figure.subplots(1, len(names), squeeze=False)[0]
-    for index, (run_dir, history) in enumerate(zip(run_dirs, histories, strict=True)):
-        for ax, name in zip(axes, names, strict=True):
-            points = [(line["epoch"], line[name]) for line in history if name in line]
-            if points:
-                ax.plot(*zip(*points, strict=True), marker=".", color=f"C{index}",
-                        label=Path(run_dir).name)
-    for ax, name in zip(axes, names, strict=True):
-        ax.set_title(name[len(DIAG):])
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("effective rank")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
-    return figure
+    return _metric_panels(run_dirs, histories, names, "epoch", "epoch",
+                          [name[len(DIAG):] for name in names], size=(4, 3.4),
+                          y_label="effective rank")
 
 
 def save_figure(figure: Figure, file: str | Path) -> Path:
