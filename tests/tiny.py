@@ -24,9 +24,9 @@ def with_epochs(config: Config, num_epochs: int) -> Config:
 def metric_atol(name: str) -> float:
     """Absolute tolerance of a metric between two runs that round differently (vectorised,
     on more devices): float32 noise, except for the critic's accuracy, a count of argmaxes in
-    which a near-tie among a tiny network's logits may break the other way (one or two of
-    TINY's 384 rows an epoch)."""
-    return 0.01 if name.endswith("categorical_accuracy") else 1e-6
+    which a near-tie among a tiny network's logits may break the other way: two rows of the
+    smallest epoch compared (64 rows, in the four-device tests)."""
+    return 2 / 64 + 1e-6 if name.endswith("categorical_accuracy") else 1e-6
 
 
 def without_times(history: list[dict]) -> list[dict]:
