@@ -1,10 +1,11 @@
 """What depth costs, measured against this machine's own limits: ``python -m crl.bench``.
 
-Five tables, each row with its figure and a ratio to a reference measured in the same process:
+Seven tables, each row with its figure and a ratio to a reference measured in the same process:
 
 - compile: seconds to trace and compile one training epoch, by depth (ratio to depth 4);
-- sgd: time and FLOP/s of one SGD step by depth and batch (ratio to a dense matmul of the same
-  width and batch, timed here);
+- sgd: time of one SGD step by depth, batch and remat mode (ratio to its matrix products at
+  the rate of a dense matmul of the same width and batch, and to crl.plan's prediction from
+  that rate and the memory bandwidth, both timed here);
 - relabel: hindsight relabelling of 512 windows by window length (ratio to half the length);
 - e2e: env steps/s and SGD steps/s of whole training epochs (ratios to collection alone and
   to SGD alone);
@@ -33,9 +34,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crl import buffer
+from crl import buffer, plan
 from crl.agents import AGENT_NAMES
 from crl.config import PRESETS, Config, validate
+from crl.rates import best_time, matmul_flops_per_second, stream_bytes_per_second
 from crl.train import Trainer, spread_seeds_over_cpu_cores
 
 
@@ -65,16 +67,6 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1e4 else f"{value:,.0f}"
     return str(value)
-
-
-def best_time(run: Callable[[], Any], repeats: int) -> float:
-    """Fastest of ``repeats`` timed calls of ``run`` (which must block until done)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def best_chained_time(step: Callable[[Any], Any], state: Any, repeats: int) -> float:
@@ -130,65 +122,34 @@ def compile_part(depths: list[int], envs: list[str], agents: list[str]) -> Table
 
 
 # ---------------------------------------------------------------------------------------- sgd
-def sgd_step_flops(config: Config, state_size: int, goal_size: int, action_size: int) -> float:
-    """Matrix-product FLOPs of one SGD step, counted from the shapes.
-
-    A network's forward pass costs 2*B*(in*W + depth*W^2 + W*out). Training a network costs 3
-    forward passes (forward, gradients of activations, gradients of weights). The critic trains
-    phi and psi and its B x B logits; the actor trains itself and differentiates Q through phi
-    (forward and activation gradients: 2 passes; psi is shared with the critic). Recomputation
-    by remat is not counted: these are the FLOPs the algorithm needs.
-    """
-    batch, width, rep = config.batch_size, config.width, config.repr_dim
-
-    def forward(in_dim: int, depth: int, out_dim: int) -> float:
-        return 2.0 * batch * (in_dim * width + depth * width**2 + width * out_dim)
-
-    phi = forward(state_size + action_size, config.critic_depth, rep)
-    psi = forward(goal_size, config.critic_depth, rep)
-    actor = forward(state_size + goal_size, config.actor_depth, 2 * action_size)
-    logits = 2.0 * batch * batch * rep
-    return 3 * (phi + psi + logits) + 2 * phi + 3 * actor
-
-
-def matmul_flops_per_second(batch: int, width: int, repeats: int) -> float:
-    """This process's rate for a chain of [batch, width] x [width, width] products."""
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(batch, width)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(width, width)) / np.sqrt(width), jnp.float32)
-    count = 256
-    chain = jax.jit(lambda x, w: jax.lax.fori_loop(0, count, lambda _, h: h @ w, x))
-    jax.block_until_ready(chain(x, w))
-    # A short measurement: take the best of many, so that a busy moment cannot set the peak.
-    seconds = best_time(lambda: jax.block_until_ready(chain(x, w)), 4 * repeats)
-    return count * 2.0 * batch * width**2 / seconds
-
-
-def sgd_part(depths: list[int], batch_sizes: list[int], steps: int, repeats: int) -> Table:
-    table = Table("sgd", "SGD step time and FLOP/s (width 256)",
-                  ["depth", "batch", "ms/step", "GFLOP/step", "GFLOP/s", "matmul GFLOP/s",
-                   "vs matmul"])
-    for batch in batch_sizes:
-        for depth in depths:
-            peak = matmul_flops_per_second(batch, 256, repeats)
-            trainer = Trainer(bench_config(depth=depth, batch_size=batch), one_device())
-            env = trainer.goal_env
-            flops = sgd_step_flops(trainer.config, env.state_size, env.goal_size,
-                                   env.action_size)
-            batches, key = random_batches(trainer, steps, batch), jax.random.PRNGKey(1)
-            seconds = best_chained_time(
-                lambda state, trainer=trainer, batches=batches, key=key:
-                trainer.sgd_steps(state, batches, key)[0],
-                trainer.init(jax.random.PRNGKey(0)), repeats) / steps
-            table.rows.append([depth, batch, 1e3 * seconds, flops / 1e9, flops / seconds / 1e9,
-                               peak / 1e9, flops / seconds / peak])
-    table.note = ("FLOPs: the matrix products one SGD step needs, counted from the shapes "
-                  "(crl.bench.sgd_step_flops); matmul: a chain of [batch, 256] x [256, 256] "
-                  "products timed in this process.")
+def sgd_part(cases: list[tuple[int, int, str]], steps: int, repeats: int) -> Table:
+    """``cases``: (depth, batch, remat) of each row."""
+    table = Table("sgd", "SGD step time against crl.plan's model (width 256)",
+                  ["depth", "batch", "remat", "ms/step", "GFLOP/step", "vs matmul",
+                   "plan ms/step", "vs plan"])
+    for depth, batch, remat in cases:
+        rate = matmul_flops_per_second(batch, 256, repeats)
+        device = plan.Device(0.0, rate, rate, stream_bytes_per_second(repeats), "here")
+        config = bench_config(depth=depth, batch_size=batch, remat=remat)
+        predicted = plan.make_plan(config, device, peak_fraction=1.0, bandwidth_fraction=1.0)
+        trainer = Trainer(config, one_device())
+        batches, key = random_batches(trainer, steps, batch), jax.random.PRNGKey(1)
+        seconds = best_chained_time(
+            lambda state, trainer=trainer, batches=batches, key=key:
+            trainer.sgd_steps(state, batches, key)[0],
+            trainer.init(jax.random.PRNGKey(0)), repeats) / steps
+        matmul_seconds = predicted.step_flops / rate
+        model_seconds = sum(predicted.step_seconds)
+        table.rows.append([depth, batch, remat, 1e3 * seconds, predicted.step_flops / 1e9,
+                           seconds / matmul_seconds, 1e3 * model_seconds,
+                           seconds / model_seconds])
+    table.note = ("vs matmul: the step's time against its matrix products (crl.plan's count) "
+                  "at the rate of a chain of [batch, 256] x [256, 256] products timed in this "
+                  "process; plan: crl.plan's time at that rate plus its memory traffic at the "
+                  "streaming bandwidth measured here.")
     return table
 
 
-# ------------------------------------------------------------------------------------ relabel
 def relabel_part(lengths: list[int], num_envs: int, repeats: int) -> Table:
     table = Table("relabel", f"Hindsight relabelling of {num_envs} windows",
                   ["window", "ms", "vs half the window"])
@@ -368,9 +329,11 @@ def run(quick: bool, parts: tuple[str, ...], agents: tuple[str, ...] = ("crl",))
         "compile": lambda: compile_part([4, 1024] if quick else [4, 16, 64, 256, 1024],
                                         ["point_u_maze"] if quick else
                                         ["point_u_maze", "ant_u_maze"], list(agents)),
-        "sgd": lambda: sgd_part([4, 64] if quick else [4, 16, 64, 256],
-                                [512] if quick else [256, 512, 1024], 4 if quick else 8,
-                                repeats),
+        "sgd": lambda: sgd_part(
+            [(4, 512, "elementwise"), (64, 512, "elementwise")] if quick else
+            [*itertools.product([4, 16, 64, 256], [256, 512, 1024], ["elementwise"]),
+             *itertools.product([16, 64], [512], ["none", "blocks"])],
+            4 if quick else 8, repeats),
         "relabel": lambda: relabel_part([250, 500, 1000, 2000], 512, 3 if quick else 10),
         "e2e": lambda: e2e_part(["point_u_maze"] if quick else ["point_u_maze", "ant_u_maze"],
                                 [4] if quick else [4, 64], repeats),

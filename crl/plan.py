@@ -5,8 +5,9 @@ Per device: the memory of parameters, optimiser states and the rest of the agent
 replay buffer and the env states (exact, from the shapes: ``jax.eval_shape`` traces the
 initialisation and compiles nothing), and of one SGD step's gradients and activations (a model
 of what the backward pass keeps, by remat mode); whether it fits; the largest depth and batch
-that fit with each remat mode; the FLOPs of one SGD step and of the run, and the time they take
-at a stated fraction of the device's peak. ``--compile`` also compiles the SGD step here on
+that fit with each remat mode; the FLOPs and memory traffic of one SGD step, and the time of
+the run: its matrix products at a stated fraction of the device's peak plus its elementwise work
+at a stated fraction of its memory bandwidth. ``--compile`` also compiles the SGD step here on
 abstract shapes and prints XLA's own figure beside the model's. docs/performance.md explains
 the model and how it compares with XLA's buffer assignment.
 """
@@ -24,6 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from crl import rates
 from crl.agents import make_agent
 from crl.agents.base import Agent, EnvSizes
 from crl.config import Config, fail, parse_args, seed_configs
@@ -39,26 +41,40 @@ class Device:
     memory: float  # bytes of one device (one GPU, one TPU chip)
     float32_peak: float  # FLOP/s of dense matrix products at float32 compute (TF32 on NVIDIA)
     bfloat16_peak: float  # FLOP/s with --compute-dtype bfloat16
+    bandwidth: float  # bytes/s between the device's memory and its cores
     label: str
 
 
 # Vendors' datasheet figures, dense (no sparsity). NVIDIA runs float32 products in TF32 by
 # default; a TPU runs them in one bfloat16 pass (JAX's default precision), hence one peak.
 DEVICES = {
-    "h100": Device(80 * GB, 495e12, 989e12, "H100 SXM 80 GB"),
-    "h200": Device(141 * GB, 495e12, 989e12, "H200 SXM 141 GB"),
-    "a100-40g": Device(40 * GB, 156e12, 312e12, "A100 40 GB"),
-    "a100-80g": Device(80 * GB, 156e12, 312e12, "A100 80 GB"),
-    "l40s": Device(48 * GB, 183e12, 362e12, "L40S 48 GB"),
-    "rtx4090": Device(24 * GB, 82.6e12, 165e12, "RTX 4090 24 GB"),
-    "v4": Device(32 * 2**30, 275e12, 275e12, "TPU v4 chip, 32 GiB"),
-    "v5e": Device(16 * 2**30, 197e12, 197e12, "TPU v5e chip, 16 GiB"),
-    "v5p": Device(95 * 2**30, 459e12, 459e12, "TPU v5p chip, 95 GiB"),
-    "v6e": Device(32 * 2**30, 918e12, 918e12, "TPU v6e chip, 32 GiB"),
+    "h100": Device(80 * GB, 495e12, 989e12, 3.35e12, "H100 SXM 80 GB"),
+    "h200": Device(141 * GB, 495e12, 989e12, 4.8e12, "H200 SXM 141 GB"),
+    "a100-40g": Device(40 * GB, 156e12, 312e12, 1.555e12, "A100 40 GB"),
+    "a100-80g": Device(80 * GB, 156e12, 312e12, 2.039e12, "A100 80 GB"),
+    "l40s": Device(48 * GB, 183e12, 362e12, 0.864e12, "L40S 48 GB"),
+    "rtx4090": Device(24 * GB, 82.6e12, 165e12, 1.008e12, "RTX 4090 24 GB"),
+    "v4": Device(32 * 2**30, 275e12, 275e12, 1.2e12, "TPU v4 chip, 32 GiB"),
+    "v5e": Device(16 * 2**30, 197e12, 197e12, 0.819e12, "TPU v5e chip, 16 GiB"),
+    "v5p": Device(95 * 2**30, 459e12, 459e12, 2.765e12, "TPU v5p chip, 95 GiB"),
+    "v6e": Device(32 * 2**30, 918e12, 918e12, 1.64e12, "TPU v6e chip, 32 GiB"),
 }
 # JAX takes this fraction of a GPU's memory at start (XLA_PYTHON_CLIENT_MEM_FRACTION).
 GPU_MEMORY_FRACTION = 0.75
+# What a run reaches of a datasheet's peak FLOP/s and bandwidth; the local device's rates are
+# measured, so it reaches all of them.
 DEFAULT_PEAK_FRACTION = 0.4
+DEFAULT_BANDWIDTH_FRACTION = 0.7
+
+# The elementwise work of an SGD step (LayerNorm, Swish, their gradients and recomputation,
+# residual adds) is bound by memory traffic. Measured steps on a CPU (docs/performance.md) fit
+# this many [rows, width] arrays moved per layer of each forward pass's worth of work (the
+# passes FLOPs count: 3 for a trained pass, 2 for an input-only one, 1 for a forward), at the
+# streaming bandwidth of large arrays; storing every activation moves more than recomputing
+# them. Adam reads the parameters, gradients and two moments and writes three of them back.
+# GPUs' fusion of these kernels may move less (a prediction until measured there).
+ARRAYS_PER_LAYER_PASS = {"none": 25.0, "elementwise": 19.0, "blocks": 16.0}
+ADAM_ARRAYS = 7
 
 # What the backward pass keeps of each Dense -> LayerNorm -> Swish layer, in arrays of
 # [batch rows, width], per pass through a network whose gradient is taken: everything (the Dense
@@ -83,10 +99,13 @@ class Plan:
     data_devices: int
     memory: dict[str, float]  # item -> bytes per device
     available: float
-    step_flops: float
+    step_flops: float  # matrix products the step needs, all seeds, global batch
+    recompute_flops: float  # and those remat adds
+    step_traffic: float  # bytes the elementwise work and Adam move, all seeds, global batch
     sgd_steps: int
     acting_flops: float
     peak_fraction: float
+    bandwidth_fraction: float
 
     @property
     def total(self) -> float:
@@ -101,14 +120,28 @@ class Plan:
         return self.step_flops * self.sgd_steps + self.acting_flops
 
     @property
-    def run_seconds(self) -> float:
+    def flop_rate(self) -> float:
+        """FLOP/s of the run's devices together."""
         peak = (self.device.bfloat16_peak if self.config.compute_dtype == "bfloat16"
                 else self.device.float32_peak)
-        return self.run_flops / (peak * self.peak_fraction * self.data_devices)
+        return peak * self.peak_fraction * self.data_devices
+
+    @property
+    def step_seconds(self) -> tuple[float, float]:
+        """One SGD step's time in matrix products and in memory traffic; the step takes about
+        their sum, since neither unit waits for the other's work on this scale."""
+        traffic_rate = self.device.bandwidth * self.bandwidth_fraction * self.data_devices
+        return ((self.step_flops + self.recompute_flops) / self.flop_rate,
+                self.step_traffic / traffic_rate)
+
+    @property
+    def run_seconds(self) -> float:
+        return sum(self.step_seconds) * self.sgd_steps + self.acting_flops / self.flop_rate
 
 
 def _forward_flops(rows: int, in_dim: int, depth: int, width: int, out_dim: int) -> float:
-    return 2.0 * rows * (in_dim * width + (depth + 1) * width**2 + width * out_dim)
+    """The input layer, ``depth`` square layers in the blocks, the output layer."""
+    return 2.0 * rows * (in_dim * width + depth * width**2 + width * out_dim)
 
 
 def step_memory(config: Config, agent: Agent, params_bytes: float, rows: int,
@@ -130,26 +163,48 @@ def step_memory(config: Config, agent: Agent, params_bytes: float, rows: int,
     return memory
 
 
-def sgd_step_flops(config: Config, agent: Agent, sizes: EnvSizes) -> float:
-    """Matrix-product FLOPs of one SGD step over the global batch: 3 forward passes' worth for a
-    pass whose weights are trained (forward, activation and weight gradients), 2 for one
-    differentiated only for its inputs (the actor's Q), 1 for a forward pass (targets); remat's
-    recomputation not counted."""
+def _forward_passes(agent: Agent) -> dict[str, tuple[int, int]]:
+    """Per network family, one SGD step's work in forward passes' worth: 3 for a pass whose
+    weights are trained (forward, activation and weight gradients), 2 for one differentiated
+    only for its inputs (the actor's Q), 1 for a forward pass (targets); and the forward passes
+    remat adds (``blocks`` recomputes each trained or differentiated pass once)."""
+    recomputed = agent.config.remat == "blocks"
+    return {network: (3 * full + 2 * inputs + forward, (full + inputs) * recomputed)
+            for network, (full, inputs, forward) in agent.network_passes.items()}
+
+
+def sgd_step_flops(config: Config, agent: Agent, sizes: EnvSizes) -> tuple[float, float]:
+    """Matrix-product FLOPs of one SGD step over the global batch, and those remat's
+    recomputation adds. Every network's input layer is counted with all of the state, action
+    and goal (a few per cent over, where a network reads only some)."""
     in_dim = sizes.state_size + sizes.action_size + sizes.goal_size
-    total = 0.0
-    for network, (full, inputs, forward) in agent.network_passes.items():
+    needed = recomputed = 0.0
+    for network, (passes, extra) in _forward_passes(agent).items():
         depth = config.actor_depth if network == "actor" else config.critic_depth
         out = 2 * sizes.action_size if network == "actor" else config.repr_dim
-        total += (3 * full + 2 * inputs + forward) * _forward_flops(
-            config.batch_size, in_dim, depth, config.width, out)
+        one = _forward_flops(config.batch_size, in_dim, depth, config.width, out)
+        needed, recomputed = needed + passes * one, recomputed + extra * one
     if config.agent == "crl":
-        total += 3 * 2.0 * config.batch_size**2 * config.repr_dim
-    return total
+        needed += 3 * 2.0 * config.batch_size**2 * config.repr_dim
+    return needed, recomputed
+
+
+def sgd_step_traffic(config: Config, agent: Agent, params_bytes: float) -> float:
+    """Bytes the elementwise work of one SGD step over the global batch moves, with Adam's."""
+    itemsize = np.dtype(config.compute_dtype).itemsize
+    array = config.batch_size * config.width * itemsize
+    layer_passes = 0.0
+    for network, (passes, extra) in _forward_passes(agent).items():
+        depth = config.actor_depth if network == "actor" else config.critic_depth
+        layer_passes += (passes + extra) * (depth + 1)
+    return (ARRAYS_PER_LAYER_PASS[config.remat] * layer_passes * array
+            + ADAM_ARRAYS * params_bytes)
 
 
 def make_plan(config: Config, device: Device, num_devices: int = 1,
               peak_fraction: float = DEFAULT_PEAK_FRACTION,
-              available: float | None = None) -> Plan:
+              available: float | None = None,
+              bandwidth_fraction: float = DEFAULT_BANDWIDTH_FRACTION) -> Plan:
     """The plan of a validated, resolved ``config`` on ``num_devices`` of ``device``."""
     seeds = max(len(config.seeds), 1)
     seed_devices = math.gcd(seeds, num_devices) if config.seeds else 1
@@ -177,9 +232,11 @@ def make_plan(config: Config, device: Device, num_devices: int = 1,
                  * one.sgd_batches_per_training_step)
     acting = (one.total_env_steps * _forward_flops(
         1, sizes.state_size + sizes.goal_size, one.actor_depth, one.width, 2 * sizes.action_size))
+    needed, recomputed = sgd_step_flops(one, agent, sizes)
     return Plan(one, device, len(config.seeds), seeds_per_device, data_devices, memory, available,
-                sgd_step_flops(one, agent, sizes) * seeds, sgd_steps, acting * seeds,
-                peak_fraction)
+                needed * seeds, recomputed * seeds,
+                sgd_step_traffic(one, agent, params * data_devices) * seeds, sgd_steps,
+                acting * seeds, peak_fraction, bandwidth_fraction)
 
 
 def _nbytes(tree: Any) -> float:
@@ -296,26 +353,33 @@ def describe(plan: Plan, num_devices: int, xla_step: float | None = None) -> lis
     best = recommended_remat(config, device, num_devices, plan.available)
     lines += ["", f"recommended: --remat {best}" if best else
               "recommended: nothing fits; fewer envs, a smaller replay or batch, more devices"]
-    lines += ["", f"FLOPs: {plan.step_flops:.3g} per SGD step, {plan.sgd_steps:,} SGD steps, "
-              f"{plan.run_flops:.3g} for the run (acting included, physics not)",
-              f"time at {plan.peak_fraction:.0%} of the "
-              f"{'bfloat16' if config.compute_dtype == 'bfloat16' else 'float32'} peak: "
-              f"{_duration(plan.run_seconds)} of matrix products (a prediction)"]
+    products, traffic = plan.step_seconds
+    recomputed = (f" (+{plan.recompute_flops:.3g} recomputed by remat)"
+                  if plan.recompute_flops else "")
+    lines += ["", f"one SGD step: {plan.step_flops:.3g} FLOP{recomputed} and "
+              f"{plan.step_traffic / GB:.3g} GB of elementwise memory traffic",
+              f"  {1e3 * products:.3g} ms of matrix products at {plan.peak_fraction:.0%} of the "
+              f"{'bfloat16' if config.compute_dtype == 'bfloat16' else 'float32'} peak, "
+              f"{1e3 * traffic:.3g} ms of traffic at {plan.bandwidth_fraction:.0%} of "
+              f"{plan.device.bandwidth / GB:,.0f} GB/s",
+              f"the run: {plan.sgd_steps:,} SGD steps, {plan.run_flops:.3g} FLOP (acting "
+              f"included), {_duration(plan.run_seconds)} (a prediction; env physics not "
+              f"counted)"]
     return lines
 
 
-def _local_device() -> Device:
-    """This machine's first device: its memory where JAX reports it (else the host's), and a
-    measured matrix-product rate."""
-    from crl.bench import matmul_flops_per_second
+def _local_device(batch: int, width: int) -> Device:
+    """This machine's first device: its memory where JAX reports it (else the host's), its
+    matrix-product rate at the run's batch and width, and its bandwidth, both measured."""
     from crl.train import device_memory
 
     device = jax.devices()[0]
     memory = device_memory(device) or float(os.sysconf("SC_PAGE_SIZE")
                                             * os.sysconf("SC_PHYS_PAGES"))
-    rate = matmul_flops_per_second(512, 256, 3)
-    return Device(memory, rate, rate, f"{device.platform} {device.device_kind} (measured "
-                  f"{rate / 1e9:.0f} GFLOP/s)")
+    rate = rates.matmul_flops_per_second(batch, width, 3)
+    bandwidth = rates.stream_bytes_per_second(3)
+    return Device(memory, rate, rate, bandwidth, f"{device.platform} {device.device_kind} "
+                  f"(measured {rate / 1e9:.0f} GFLOP/s, {bandwidth / GB:.0f} GB/s)")
 
 
 def xla_step_bytes(config: Config) -> float:
@@ -337,8 +401,12 @@ def main(argv: list[str] | None = None) -> Plan:
     parser.add_argument("--gpu", "--tpu", dest="device", default="local",
                         help=f"the device: {', '.join(DEVICES)} or local (this machine's)")
     parser.add_argument("--devices", type=int, default=1, help="devices of the run")
-    parser.add_argument("--peak-fraction", type=float, default=DEFAULT_PEAK_FRACTION,
-                        help="fraction of the peak the products reach (default 0.4)")
+    parser.add_argument("--peak-fraction", type=float, default=None,
+                        help=f"fraction of the peak FLOP/s the products reach (default "
+                        f"{DEFAULT_PEAK_FRACTION}; 1 for local, whose rate is measured)")
+    parser.add_argument("--bandwidth-fraction", type=float, default=None,
+                        help=f"fraction of the memory bandwidth the elementwise work reaches "
+                        f"(default {DEFAULT_BANDWIDTH_FRACTION}; 1 for local)")
     parser.add_argument("--compile", action="store_true",
                         help="also compile the SGD step here and print XLA's memory figure")
     args, train_argv = parser.parse_known_args(argv)
@@ -346,10 +414,19 @@ def main(argv: list[str] | None = None) -> Plan:
         fail(f"device {args.device!r} is unknown; valid: {', '.join(DEVICES)}, local")
     if args.devices < 1:
         fail(f"--devices {args.devices} must be at least 1")
+    for name in ("peak_fraction", "bandwidth_fraction"):
+        value = getattr(args, name)
+        if value is not None and not 0 < value <= 1:
+            fail(f"--{name.replace('_', '-')} {value} must be in (0, 1]")
     config = parse_args(train_argv)
-    device = _local_device() if args.device == "local" else DEVICES[args.device]
-    available = device.memory * (1 if args.device == "local" else GPU_MEMORY_FRACTION)
-    plan = make_plan(config, device, args.devices, args.peak_fraction, available)
+    local = args.device == "local"
+    device = (_local_device(config.batch_size, config.width) if local
+              else DEVICES[args.device])
+    available = device.memory * (1 if local else GPU_MEMORY_FRACTION)
+    fraction = lambda value, default: value if value is not None else (1.0 if local else default)
+    plan = make_plan(config, device, args.devices,
+                     fraction(args.peak_fraction, DEFAULT_PEAK_FRACTION), available,
+                     fraction(args.bandwidth_fraction, DEFAULT_BANDWIDTH_FRACTION))
     xla = xla_step_bytes(plan.config) if args.compile else None
     print("\n".join(describe(plan, args.devices, xla)))
     return plan

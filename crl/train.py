@@ -649,7 +649,7 @@ def memory_refusal(config: Config, num_devices: int, limit: float,
     would fit; None if it fits (and this is no report of an actual ``out_of_memory``)."""
     from crl import plan
 
-    device = plan.Device(limit, 1.0, 1.0, "this device")
+    device = plan.Device(limit, 1.0, 1.0, 1.0, "this device")
     predicted = plan.make_plan(config, device, num_devices, available=limit)
     if predicted.fits and not out_of_memory:
         return None

@@ -11,7 +11,7 @@ from tiny import TINY, cli_args, refusal_on_a_small_device
 
 from crl import plan, runs
 from crl.bench import bench_config
-from crl.config import validate
+from crl.config import Config, validate
 from crl.train import EXIT_OUT_OF_MEMORY, main
 
 
@@ -62,12 +62,47 @@ def test_the_tables_of_a_paper_run(capsys):
     assert "recommended: --remat elementwise" in out
     # The run's FLOPs: 2.48M SGD steps of the step's FLOPs, plus acting.
     assert a100.sgd_steps == 3100 * 800 and a100.run_flops > a100.step_flops * a100.sgd_steps
+    assert re.search(r"the run: 2,480,000 SGD steps, [\d.e+]+ FLOP .*, [\d.]+ h", out), out
     h100 = plan.main(["--env", "humanoid_u_maze", "--depth", "1024", "--gpu", "h100"])
-    assert h100.run_seconds == pytest.approx(a100.run_seconds * 156 / 495)
-    # bfloat16 halves the time on NVIDIA (double peak), not on a TPU (one peak).
+    # Products scale with the datasheets' peaks (156 and 495 TFLOP/s), traffic with their
+    # bandwidths (1,555 and 3,350 GB/s).
+    (a100_products, a100_traffic), (h100_products, h100_traffic) = (
+        a100.step_seconds, h100.step_seconds)
+    assert h100_products == pytest.approx(a100_products * 156 / 495)
+    assert h100_traffic == pytest.approx(a100_traffic * 1555 / 3350)
+    # bfloat16 halves the products' time on NVIDIA (double peak), and the activations' traffic
+    # (half the bytes), not Adam's (float32 parameters).
     bf16 = plan.main(["--env", "humanoid_u_maze", "--depth", "1024", "--gpu", "h100",
                       "--compute-dtype", "bfloat16"])
-    assert bf16.run_seconds == pytest.approx(h100.run_seconds / 2, rel=0.01)
+    assert bf16.step_seconds[0] == pytest.approx(h100_products / 2, rel=0.01)
+    adam = plan.ADAM_ARRAYS * h100.memory["parameters"]
+    assert bf16.step_traffic - adam == pytest.approx((h100.step_traffic - adam) / 2, rel=0.01)
+
+
+def test_the_step_time_is_its_products_at_the_peak_plus_its_traffic_at_the_bandwidth():
+    """GCBC (one trained pass through the actor: 3 passes' worth of work) at depth 8, width 16,
+    batch 32 on the point maze (state 2 + goal 2 in, 2 x 2 out), counted by hand."""
+    config = validate(dataclasses.replace(TINY, agent="gcbc", depth=8, width=16, batch_size=32,
+                                          repr_dim=Config().repr_dim))
+    width, batch, layers = 16, 32, 8 + 1  # the input layer has LayerNorm and Swish too
+    parameters = (4 * width + 3 * width) + 8 * (width * width + 3 * width) + width * 4 + 4
+    products = 3 * 2 * batch * (4 * width + 8 * width * width + width * 4)
+    traffic = (plan.ARRAYS_PER_LAYER_PASS["elementwise"] * 3 * layers * batch * width * 4
+               + plan.ADAM_ARRAYS * 4 * parameters)
+    device = plan.Device(1e12, 2e9, 4e9, 5e9, "a hand-made device")
+    predicted = plan.make_plan(config, device, peak_fraction=0.5, bandwidth_fraction=0.8)
+    assert predicted.memory["parameters"] == 4 * parameters
+    # The plan counts the input layer with state, action and goal (6 inputs, not 4).
+    assert predicted.step_flops == pytest.approx(products, rel=0.02)
+    assert predicted.step_traffic == pytest.approx(traffic)
+    assert predicted.step_seconds == pytest.approx(
+        (predicted.step_flops / (2e9 * 0.5), traffic / (5e9 * 0.8)))
+    # Recomputing whole blocks adds one forward pass of the actor's products, and its traffic.
+    blocks = plan.make_plan(dataclasses.replace(config, remat="blocks"), device)
+    assert blocks.recompute_flops == pytest.approx(predicted.step_flops / 3)
+    assert blocks.step_traffic == pytest.approx(
+        plan.ARRAYS_PER_LAYER_PASS["blocks"] * 4 * layers * batch * width * 4
+        + plan.ADAM_ARRAYS * 4 * parameters)
 
 
 def test_a_run_that_will_not_fit_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
