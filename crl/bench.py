@@ -150,6 +150,7 @@ def sgd_part(cases: list[tuple[int, int, str]], steps: int, repeats: int) -> Tab
     return table
 
 
+# ------------------------------------------------------------------------------------ relabel
 def relabel_part(lengths: list[int], num_envs: int, repeats: int) -> Table:
     table = Table("relabel", f"Hindsight relabelling of {num_envs} windows",
                   ["window", "ms", "vs half the window"])

@@ -139,6 +139,11 @@ class Plan:
         return sum(self.step_seconds) * self.sgd_steps + self.acting_flops / self.flop_rate
 
 
+def _network_depth(config: Config, network: str) -> int:
+    """The depth of a network family of ``Agent.network_passes``."""
+    return config.actor_depth if network == "actor" else config.critic_depth
+
+
 def _forward_flops(rows: int, in_dim: int, depth: int, width: int, out_dim: int) -> float:
     """The input layer, ``depth`` square layers in the blocks, the output layer."""
     return 2.0 * rows * (in_dim * width + depth * width**2 + width * out_dim)
@@ -153,7 +158,7 @@ def step_memory(config: Config, agent: Agent, params_bytes: float, rows: int,
     array = rows * width * 4
     kept = 0.0
     for network, (full, inputs, _) in agent.network_passes.items():
-        depth = config.actor_depth if network == "actor" else config.critic_depth
+        depth = _network_depth(config, network)
         per_layer = (KEPT_PER_LAYER_ONE_BLOCK if depth == LAYERS_PER_BLOCK
                      else KEPT_PER_LAYER[remat])
         kept += (full + inputs) * (per_layer * depth + KEPT_PER_PASS) * array
@@ -180,7 +185,7 @@ def sgd_step_flops(config: Config, agent: Agent, sizes: EnvSizes) -> tuple[float
     in_dim = sizes.state_size + sizes.action_size + sizes.goal_size
     needed = recomputed = 0.0
     for network, (passes, extra) in _forward_passes(agent).items():
-        depth = config.actor_depth if network == "actor" else config.critic_depth
+        depth = _network_depth(config, network)
         out = 2 * sizes.action_size if network == "actor" else config.repr_dim
         one = _forward_flops(config.batch_size, in_dim, depth, config.width, out)
         needed, recomputed = needed + passes * one, recomputed + extra * one
@@ -195,7 +200,7 @@ def sgd_step_traffic(config: Config, agent: Agent, params_bytes: float) -> float
     array = config.batch_size * config.width * itemsize
     layer_passes = 0.0
     for network, (passes, extra) in _forward_passes(agent).items():
-        depth = config.actor_depth if network == "actor" else config.critic_depth
+        depth = _network_depth(config, network)
         layer_passes += (passes + extra) * (depth + 1)
     return (ARRAYS_PER_LAYER_PASS[config.remat] * layer_passes * array
             + ADAM_ARRAYS * params_bytes)
