@@ -8,10 +8,7 @@ episodes start, which the program takes as data.
 """
 
 import dataclasses
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -452,20 +449,3 @@ def test_every_pipeline_steps_episodes_under_shard_map(backend):
         plain_obs, _ = compile_fast(lambda k, a: rollout(k, a, False), keys, actions)(keys,
                                                                                     actions)
         np.testing.assert_allclose(obs, plain_obs, atol=1e-5)
-
-
-@pytest.mark.slow
-def test_representative_envs_train_one_epoch_from_the_command_line(compile_cache):
-    """``experiments/smoke_envs.py`` trains one tiny epoch on every registered env (minutes per
-    env family); here on those whose training differs most: walls and a pushed object
-    (ant_push), terminations and the largest observation (humanoid), MJX and its checkpoints
-    (arm_reach). The generalized pipeline under shard_map is stepped by
-    test_every_pipeline_steps_episodes_under_shard_map."""
-    root = Path(__file__).resolve().parents[1]
-    names = "ant_push,humanoid,arm_reach"
-    result = subprocess.run([sys.executable, str(root / "experiments" / "smoke_envs.py"),
-                             "--names", names, "--fast-compile", "--compile-cache",
-                             compile_cache], capture_output=True, text=True, timeout=1800)
-    print(result.stdout)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    assert "3/3 envs trained one epoch" in result.stdout
