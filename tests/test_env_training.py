@@ -1,4 +1,4 @@
-"""Training from the command line on envs whose training differs most from the point maze's.
+"""Training from the command line on envs whose training differs most from the Ant maze's.
 A module of its own so that a parallel test run can give it a worker while others run."""
 
 import subprocess

@@ -29,7 +29,8 @@ if __name__ == "__main__":
     cases = json.loads(Path(sys.argv[1]).read_text())
     # Building a Brax env copies its arrays through small jitted functions; building each env
     # the cases name once here caches those, so that a case's count is the run's own.
-    for name in ("point_u_maze", "ant_u_maze", "ant", "arm_reach"):
+    for name in {argv[i + 1] for argv in (case["argv"] for case in cases)
+                 for i, arg in enumerate(argv[:-1]) if arg in ("--env", "--eval-env")}:
         make_env(name)
     results = []
     for case in cases:
