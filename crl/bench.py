@@ -110,7 +110,7 @@ def compile_part(depths: list[int], envs: list[str], agents: list[str]) -> Table
         reference = None
         for depth in depths:
             trainer = Trainer(bench_config(env, depth, agent=agent), one_device())
-            abstract_state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
+            abstract_state = trainer.init_shapes(jax.random.PRNGKey(0))
             start = time.perf_counter()
             trainer.train_epoch.lower(abstract_state).compile()
             seconds = time.perf_counter() - start
@@ -217,7 +217,7 @@ def memory_part(depths: list[int], modes: list[str], batch: int) -> Table:
         for mode in ["none", *[m for m in modes if m != "none"]]:
             trainer = Trainer(bench_config(depth=depth, batch_size=batch, remat=mode),
                               one_device())
-            abstract_state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
+            abstract_state = trainer.init_shapes(jax.random.PRNGKey(0))
             batches = random_batches(trainer, 1, batch)
             compiled = trainer.sgd_steps.lower(abstract_state, batches,
                                                jax.random.PRNGKey(1)).compile()

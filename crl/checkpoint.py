@@ -55,7 +55,7 @@ def abstract_state(trainer, one_seed: bool = False) -> Any:
     """The TrainState of ``trainer`` as ``jax.ShapeDtypeStruct`` leaves carrying the shardings
     of ``trainer.state_specs()``: the restore target (with ``one_seed``, that of one seed of a
     --seeds group). Traces ``init``, allocates nothing."""
-    shapes = jax.eval_shape(trainer.init, trainer.init_key())
+    shapes = trainer.init_shapes(trainer.init_key())
     if one_seed and trainer.num_seeds:
         shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), shapes)
 

@@ -78,8 +78,7 @@ def load_run(path: str | Path, epoch: int | None = None) -> LoadedRun:
 def evaluate_policy(trainer: Trainer, params: Params, epoch: int) -> dict[str, float]:
     """The evaluation the run logs after ``epoch``, of ``params``."""
     args = (params, evaluation_key(trainer.config, epoch))
-    metrics = timed_compile(trainer.evaluate, *args,
-                            compiler_options=trainer.compiler_options)[0](*args)
+    metrics = timed_compile(trainer.evaluate, *args)[0](*args)
     return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 

@@ -393,7 +393,7 @@ def xla_step_bytes(config: Config) -> float:
     from crl.train import Trainer
 
     trainer = Trainer(dataclasses.replace(config, seeds=()), jax.devices()[:1])
-    state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
+    state = trainer.init_shapes(jax.random.PRNGKey(0))
     batches = trainer.batch_shapes(1)
     compiled = trainer.sgd_steps.lower(state, batches, jax.random.PRNGKey(1)).compile()
     return float(compiled.memory_analysis().temp_size_in_bytes)

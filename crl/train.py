@@ -76,13 +76,24 @@ class TrainState:
     key: jax.Array
 
 
+# XLA's cheapest CPU settings: a third of the compile time, for code several times slower and
+# float32 results that differ in the last bits (sums fused in another order). For runs that
+# compilation dominates (smoke runs, the test suite); set CRL_FAST_COMPILE=1 to use them.
+FAST_COMPILE_ENV = "CRL_FAST_COMPILE"
+FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
+
+
 def compiler_options(backend: str | None, platform: str) -> dict[str, Any] | None:
-    """XLA options for compiling env steps of ``backend`` on ``platform``. On a CPU, XLA's
-    fusion emitters make MJX steps of the arm tasks hundreds of times slower (15 against 6,000
-    steps/s at 16 envs), so MJX compiles there without them (which costs the SGD step about
-    25%, hence only for MJX)."""
-    return {"xla_cpu_use_fusion_emitters": False} if platform == "cpu" and backend == "mjx" \
-        else None
+    """XLA options for compiling the functions of a run of ``backend`` on ``platform``. On a
+    CPU, XLA's fusion emitters make MJX steps of the arm tasks hundreds of times slower (15
+    against 6,000 steps/s at 16 envs), so MJX compiles there without them (which costs the SGD
+    step about 25%, hence only for MJX); with CRL_FAST_COMPILE=1 every run on a CPU compiles
+    with FAST_COMPILE_OPTIONS."""
+    if platform != "cpu":
+        return None
+    if os.environ.get(FAST_COMPILE_ENV) == "1":
+        return dict(FAST_COMPILE_OPTIONS)
+    return {"xla_cpu_use_fusion_emitters": False} if backend == "mjx" else None
 
 
 class Trainer:
@@ -169,19 +180,29 @@ class Trainer:
 
     @property
     def compiler_options(self) -> dict[str, Any] | None:
-        """XLA options for compiling this trainer's functions (``timed_compile``)."""
+        """XLA options for compiling this trainer's functions: those of ``_sharded`` take them
+        themselves, others through ``timed_compile``."""
         return compiler_options(self.config.backend, self.mesh.devices.flat[0].platform)
 
     def _sharded(self, fn: Callable, in_specs, out_specs, donate: bool = True) -> Callable:
+        # A jit with compiler options cannot be nested in another trace: call these at the top.
         mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs)
-        return jax.jit(mapped, donate_argnums=(0,) if donate else ())
+        return jax.jit(mapped, donate_argnums=(0,) if donate else (),
+                       compiler_options=self.compiler_options)
+
+    def _init_mapped(self) -> Callable:
+        return jax.shard_map(self._over_seeds(self._init_local), mesh=self.mesh,
+                             in_specs=self._seed_spec(PartitionSpec()),
+                             out_specs=self.state_specs())
 
     def init(self, key: jax.Array) -> TrainState:
         """Fresh parameters, optimiser states, envs and an empty replay buffer (one ``key`` per
         seed with --seeds, ``init_key`` of each)."""
-        return self._sharded(self._over_seeds(self._init_local),
-                             self._seed_spec(PartitionSpec()), self.state_specs(),
-                             donate=False)(key)
+        return jax.jit(self._init_mapped(), compiler_options=self.compiler_options)(key)
+
+    def init_shapes(self, key: jax.Array) -> TrainState:
+        """The shapes, dtypes and shardings of ``init(key)``, traced without compiling."""
+        return jax.eval_shape(self._init_mapped(), key)
 
     def init_key(self) -> jax.Array:
         """The key(s) of ``init`` of a new run: from its seed."""
@@ -280,7 +301,7 @@ class Trainer:
         """The fields, shapes and dtypes of ``num_batches`` global batches of one run's update
         (no --seeds), as the replay buffer samples them: what ``sgd_steps`` takes. Traced,
         nothing allocated."""
-        buffer = jax.eval_shape(self.init, self.init_key()).buffer
+        buffer = self.init_shapes(self.init_key()).buffer
         keys = (jax.random.PRNGKey(0),) * 3
         return jax.eval_shape(lambda buffer: self._sample(
             keys, buffer, self.config.batch_size, num_batches), buffer)
@@ -712,14 +733,11 @@ def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None,
         f"{config.num_epochs} epochs")
     evaluation_keys = lambda epoch: trainer.seed_keys(lambda one: evaluation_key(one, epoch))
     fill_buffer = meta is None or not meta.has_buffer
-    options = trainer.compiler_options
     if fill_buffer:
-        prefill, prefill_compile_s = timed_compile(trainer.prefill, state,
-                                                   compiler_options=options)
-    train_epoch, epoch_compile_s = timed_compile(trainer.train_epoch, state,
-                                                 compiler_options=options)
+        prefill, prefill_compile_s = timed_compile(trainer.prefill, state)
+    train_epoch, epoch_compile_s = timed_compile(trainer.train_epoch, state)
     evaluate, eval_compile_s = timed_compile(trainer.evaluate, state.agent.params,
-                                             evaluation_keys(0), compiler_options=options)
+                                             evaluation_keys(0))
     log(f"compiled in {epoch_compile_s + eval_compile_s:.1f}s plus "
         f"{prefill_compile_s if fill_buffer else 0:.1f}s for the prefill "
         f"(training epoch {epoch_compile_s:.1f}s)")

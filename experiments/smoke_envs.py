@@ -5,9 +5,9 @@
 
 Each run goes through ``crl.train.main`` exactly as the command line does, with the smallest
 sizes (2 envs, width 16, 10-step episodes), in one process so that JAX starts once. Compilation
-is nearly all of the time; ``--fast-compile`` asks XLA for its cheapest settings (a third of the
-compile time, slower code: fine for a smoke test). Prints one line per env and exits non-zero if
-any run failed.
+is nearly all of the time; ``--fast-compile`` asks XLA for its cheapest settings
+(``CRL_FAST_COMPILE=1``: a third of the compile time, slower code, fine for a smoke test).
+Prints one line per env and exits non-zero if any run failed.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's crl
 
-FAST_COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
 TINY = ["--depth", "4", "--width", "16", "--repr-dim", "8", "--num-envs", "2", "--batch-size",
         "8", "--episode-length", "10", "--unroll-length", "5", "--min-replay-size", "10",
         "--max-replay-size", "20", "--num-sgd-batches-per-training-step", "1",
@@ -40,10 +39,10 @@ def main() -> int:
                         help="compile with XLA's cheapest settings")
     parser.add_argument("--compile-cache", default="", help="JAX compilation cache ('' = off)")
     args = parser.parse_args()
-    if args.fast_compile:  # before JAX starts
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}"
-
     from crl import envs, runs, train
+
+    if args.fast_compile:
+        os.environ[train.FAST_COMPILE_ENV] = "1"
 
     names = args.names.split(",") if args.names else list(envs.REGISTRY)
     failed = []

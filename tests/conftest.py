@@ -9,11 +9,23 @@ from tiny import BASELINES, TINY
 # subprocesses compile once, without touching the user's cache.
 _CACHE = tempfile.mkdtemp(prefix="crl-test-jax-cache-")
 os.environ.setdefault("CRL_TEST_COMPILE_CACHE", _CACHE)
+# Compilation is most of the suite's time on a CPU: runs compile with XLA's cheapest settings
+# (crl.train.FAST_COMPILE_OPTIONS), here and in the subprocesses tests start, except where a
+# test asks for the ``optimised_compile`` fixture. CRL_FAST_COMPILE=0 runs everything optimised.
+os.environ.setdefault("CRL_FAST_COMPILE", "1")
 
 
 @pytest.fixture(scope="session")
 def compile_cache() -> str:
     return os.environ["CRL_TEST_COMPILE_CACHE"]
+
+
+@pytest.fixture
+def optimised_compile(monkeypatch):
+    """XLA's default optimisations for this test's compilations: for learning runs, which
+    execution dominates (several times slower unoptimised), and for values recorded under
+    them to float32 precision."""
+    monkeypatch.setenv("CRL_FAST_COMPILE", "0")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -56,3 +68,18 @@ def baseline_runs(tmp_path_factory, compile_cache):
         return trained[name]
 
     return get
+
+
+# The modules that take longest, first (a worker runs a module whole, --dist loadscope): a long
+# module started last would keep one worker busy while the other idles.
+LONGEST_FIRST = ("test_agents.py", "test_train.py", "test_env_training.py", "test_distributed.py",
+                 "test_sweep.py", "test_seeds.py", "test_runs.py", "test_faults.py",
+                 "test_env_suite.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: tests keep their order within a module

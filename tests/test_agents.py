@@ -36,7 +36,7 @@ def baseline_config(tmp_path, name: str, **changes):
 
 
 # ------------------------------------------------------------ the contrastive agent, unchanged
-def test_crl_sgd_steps_equal_the_values_recorded_before_the_split():
+def test_crl_sgd_steps_equal_the_values_recorded_before_the_split(optimised_compile):
     """Five SGD steps on a fixed batch from a fixed seed, against the numbers the trainer gave
     before algorithms moved into crl/agents/ (tests/golden/crl_before_split.json, at 792e68c)."""
     config = validate(dataclasses.replace(TINY, depth=8, compile_cache=""))
@@ -352,7 +352,7 @@ def test_options_of_another_agent_are_refused_in_one_line(tmp_path, capsys, args
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["point_quick_sac_her", "point_quick_td3_her",
                                     "point_quick_gcbc"])
-def test_a_baseline_learns_point_u_maze(tmp_path, compile_cache, preset):
+def test_a_baseline_learns_point_u_maze(tmp_path, compile_cache, optimised_compile, preset):
     """The first 3 epochs of the agent's preset (the README's quick run for crl): success rises
     from the initial policy's level to at least half of the episodes."""
     from crl.config import PRESETS

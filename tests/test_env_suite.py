@@ -22,15 +22,14 @@ from crl.envs import arm
 from crl.envs.base import BraxGoalEnv, goal_distance
 from crl.envs.maze import cell_centres
 from crl.envs.wrappers import EpisodeBatch
+from crl.train import FAST_COMPILE_OPTIONS
 
-# Compiles in about a third of the default time; runs a few times slower.
-FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
 STEPS = 30
 KEYS = jax.random.split(jax.random.PRNGKey(7), 2)
 
 
 def compile_fast(fn: Callable, *args):
-    return jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)
+    return jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE_OPTIONS)
 
 
 @dataclasses.dataclass

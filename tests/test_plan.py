@@ -42,7 +42,7 @@ def test_the_exact_parts_are_the_hand_counted_sizes():
 
 @pytest.mark.parametrize(("depth", "remat"), [(4, "elementwise"), (64, "none"),
                                               (64, "elementwise"), (64, "blocks")])
-def test_the_step_model_is_within_15_percent_of_xla(depth, remat):
+def test_the_step_model_is_within_15_percent_of_xla(depth, remat, optimised_compile):
     """Batch 512, width 256: the model's gradients + activations + logits against XLA's
     temporaries of the compiled step (docs/performance.md has depths 4 to 1024)."""
     config = bench_config(depth=depth, batch_size=512, remat=remat)  # width 256

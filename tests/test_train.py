@@ -58,7 +58,7 @@ def test_a_new_run_never_overwrites_an_existing_one(tiny_run):
 
 
 @pytest.mark.slow
-def test_point_u_maze_learns(tmp_path, compile_cache):
+def test_point_u_maze_learns(tmp_path, compile_cache, optimised_compile):
     """A shortened version of the README's first run: success rises from the initial policy's
     level to at least one half of the episodes."""
     config = validate(dataclasses.replace(PRESETS["point_quick"], total_env_steps=500_000,
@@ -102,9 +102,9 @@ def test_ant_maze_trains_renders_and_resumes_from_the_command_line(tmp_path, com
 
 
 def test_every_compilation_of_a_run_takes_the_trainers_compiler_options(tmp_path, monkeypatch):
-    """MJX steps need XLA's fusion emitters off on a CPU. Training, evaluating a saved policy and
-    rendering each compile with the trainer's options, which a made-up option shows by failing
-    each of them."""
+    """MJX steps need XLA's fusion emitters off on a CPU, and CRL_FAST_COMPILE=1 asks for XLA's
+    cheapest settings there. Training, evaluating a saved policy and rendering each compile with
+    the trainer's options, which a made-up option shows by failing each of them."""
     from tiny import TINY
 
     from crl import render
@@ -112,10 +112,15 @@ def test_every_compilation_of_a_run_takes_the_trainers_compiler_options(tmp_path
     from crl.evaluate import evaluate_policy
     from crl.train import compiler_options
 
+    monkeypatch.setenv("CRL_FAST_COMPILE", "0")
     assert compiler_options("mjx", "cpu") == {"xla_cpu_use_fusion_emitters": False}
     assert compiler_options("mjx", "gpu") is None
     assert compiler_options("generalized", "cpu") is None
     assert compiler_options(None, "cpu") is None
+    monkeypatch.setenv("CRL_FAST_COMPILE", "1")  # the suite's own setting, on CPUs only
+    cheapest = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
+    assert compiler_options(None, "cpu") == compiler_options("mjx", "cpu") == cheapest
+    assert compiler_options(None, "gpu") is None and compiler_options("mjx", "tpu") is None
     monkeypatch.setattr(train_module, "compiler_options",
                         lambda backend, platform: {"xla_made_up_option": True})
     config = validate(dataclasses.replace(TINY, run_dir=str(tmp_path), run_name="options"))
