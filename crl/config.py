@@ -36,6 +36,11 @@ class Config:
     """Brax pipeline (spring, positional, generalized, mjx); default: the env's own."""
     episode_length: int | None = None
     """Steps per episode and length of the sampled replay windows; default: the env's own."""
+    reset: str | None = None
+    """What a training env restarts from when its episode ends: first_state (the start and goal
+    of its first episode, for the whole run: the paper's code, Brax's AutoResetWrapper) or
+    resample (a new start and goal each episode: more varied data); default: the env's own
+    (`python -m crl.envs`). Evaluation always draws fresh episodes."""
     maze_layout: str | None = None
     """Maze of a maze env (point_*, ant_*_maze, humanoid_*_maze): a layout name, a file in the
     format of crl/envs/mazes.txt, or rows separated by '/' ('#####/#RGG#/...'). Evaluation uses
@@ -164,6 +169,7 @@ class Config:
             eval_env=self.eval_env or self.env,
             backend=self.backend or spec.default_backend,
             episode_length=self.episode_length or spec.episode_length,
+            reset=self.reset or spec.reset,
             actor_depth=self.actor_depth or self.depth,
             critic_depth=self.critic_depth or self.depth,
         )
@@ -299,8 +305,10 @@ def validate(config: Config) -> Config:
     spec = envs.get_spec(config.env)
     if config.maze_layout is not None:
         if not spec.is_maze:
-            mazes = sorted({name.removesuffix(other.kwargs["layout"]) + "<layout>"
-                            for name, other in envs.REGISTRY.items() if other.is_maze})
+            # A family's own layouts (humanoid_big_maze_eval) carry its name already.
+            families = {name.removesuffix(other.kwargs["layout"])
+                        for name, other in envs.REGISTRY.items() if other.is_maze}
+            mazes = sorted(family + "<layout>" for family in families if family)
             raise ConfigError(f"maze_layout: env {config.env!r} is not a maze; --maze-layout "
                               f"applies to the maze envs ({', '.join(mazes)})")
         from crl.envs.maze import LayoutError, load_layout
@@ -319,6 +327,9 @@ def validate(config: Config) -> Config:
         if config.backend not in spec.backends:
             raise ConfigError(f"backend={config.backend!r} cannot run env {config.env!r}; "
                               f"valid: {', '.join(spec.backends)}")
+    if config.reset is not None and config.reset not in envs.RESET_MODES:
+        raise ConfigError(f"reset={config.reset!r} is unknown; valid: "
+                          f"{', '.join(envs.RESET_MODES)}")
     eval_spec = envs.get_spec(config.eval_env or config.env)
     backend = config.backend or spec.default_backend
     if eval_spec is not spec and eval_spec.default_backend is not None and backend is not None \
@@ -503,8 +514,8 @@ def _tyro_reason(text: str) -> str:
 
 # Fields a resumed run cannot change: they fix the shapes of the saved state, or (agent, env,
 # seed) what the run is.
-FIXED_ON_RESUME = ("agent", "her", "env", "backend", "maze_layout", "episode_length", "depth",
-                   "actor_depth", "critic_depth", "width", "repr_dim", "num_envs",
+FIXED_ON_RESUME = ("agent", "her", "env", "backend", "maze_layout", "episode_length", "reset",
+                   "depth", "actor_depth", "critic_depth", "width", "repr_dim", "num_envs",
                    "max_replay_size", "seed")
 
 
@@ -527,6 +538,9 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     if unknown:
         raise ConfigError(f"unknown config fields {', '.join(unknown)} (written by another "
                           "version of crl?)")
+    if "episode_length" in values and "reset" not in values:
+        # Saved before reset modes existed, when every env re-sampled its episodes.
+        values = {**values, "reset": "resample"}
     return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 

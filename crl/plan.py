@@ -216,7 +216,8 @@ def make_plan(config: Config, device: Device, num_devices: int = 1,
     data_devices = num_devices // seed_devices
     seeds_per_device = seeds // seed_devices
     one = dataclasses.replace(seed_configs(config)[0], run_name=None)
-    sizes, env_bytes = _env_facts(one.env, one.backend, one.maze_layout, one.episode_length)
+    sizes, env_bytes = _env_facts(one.env, one.backend, one.maze_layout, one.episode_length,
+                                  one.reset)
     agent = make_agent(one, sizes, data_devices)
     params, rest = _agent_bytes(one, data_devices)
     local_envs = config.num_envs // data_devices
@@ -249,11 +250,11 @@ def _nbytes(tree: Any) -> float:
 
 
 @functools.lru_cache(maxsize=8)
-def _env_facts(env: str, backend: str, layout: str | None,
-               episode_length: int) -> tuple[EnvSizes, float]:
+def _env_facts(env: str, backend: str, layout: str | None, episode_length: int,
+               reset: str = "resample") -> tuple[EnvSizes, float]:
     """The env's sizes and the bytes of one env's state (traced, not compiled)."""
     goal_env = get_spec(env).make(backend, layout)
-    batch = EpisodeBatch(goal_env, episode_length)
+    batch = EpisodeBatch(goal_env, episode_length, reset)
     state = jax.eval_shape(lambda key: batch.reset(jax.random.split(key, 1)),
                            jax.random.PRNGKey(0))
     return (EnvSizes(goal_env.state_size, goal_env.goal_size, goal_env.action_size),

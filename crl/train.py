@@ -114,7 +114,7 @@ class Trainer:
         spec = get_spec(config.env)
         self.success_radius = spec.success_radius
         self.goal_env = spec.make(config.backend, config.maze_layout)
-        self.env = EpisodeBatch(self.goal_env, config.episode_length)
+        self.env = EpisodeBatch(self.goal_env, config.episode_length, config.reset)
         eval_goal_env = make_eval_env(config, self.goal_env)
         self.eval_env = EpisodeBatch(eval_goal_env, config.episode_length)
         sizes = EnvSizes(self.goal_env.state_size, self.goal_env.goal_size,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from crl import envs
-from crl.config import Config, ConfigError, validate
+from crl.config import Config, ConfigError, fixed_field_refusal, validate
 from crl.envs.base import goal_distance
 from crl.envs.maze import LayoutError, MazeLayout, load_layout, parse_layout, reachable_cells
 from crl.envs.point_maze import PointMaze
@@ -48,7 +48,16 @@ def test_layout_errors_name_line_and_column():
         parse_layout("####\n#RR#\n#G.#")
 
 
-@pytest.mark.parametrize("name", envs.MAZE_LAYOUTS)
+def test_the_humanoids_big_eval_maze_is_the_papers():
+    """The paper's code gives the Humanoid its own Big Maze for evaluation: the Ant's, with row
+    2 read '#..#.GG#' (one more goal cell)."""
+    ant = load_layout(envs.get_spec("ant_big_maze_eval").kwargs["layout"])
+    humanoid = load_layout(envs.get_spec("humanoid_big_maze_eval").kwargs["layout"])
+    assert humanoid.rows[2] == "#..#.GG#" and ant.rows[2] == "#..#..G#"
+    assert humanoid.rows[:2] + humanoid.rows[3:] == ant.rows[:2] + ant.rows[3:]
+
+
+@pytest.mark.parametrize("name", envs.MAZE_LAYOUTS + envs.OWN_LAYOUTS)
 def test_every_goal_cell_is_reachable_from_the_start(name):
     layout = load_layout(name)
     assert set(layout.goals) <= reachable_cells(layout)
@@ -125,6 +134,64 @@ def test_episode_batch_numbers_trajectories_and_resets_freshly(point_env):
     assert not np.allclose(goals[length], goals[0])
 
 
+def test_under_first_state_every_episode_restarts_from_the_first_ones_start_and_goal(
+        point_env):
+    """Brax's AutoResetWrapper, as the paper's code uses it: after an episode ends (here by its
+    length), the env is back at the state its first episode started from, start and goal
+    alike, under a new trajectory id."""
+    length, num_envs = 5, 3
+    batch = EpisodeBatch(point_env, episode_length=length, reset="first_state")
+    state = batch.reset(jax.random.split(jax.random.PRNGKey(0), num_envs))
+    first = np.asarray(state.obs)
+    assert len({tuple(row[2:]) for row in first}) == num_envs  # each env its own goal
+    step = jax.jit(batch.step)
+    for episode in range(1, 4):
+        for _ in range(length):
+            state = step(state, jnp.ones((num_envs, 2)))
+        np.testing.assert_array_equal(np.asarray(state.obs), first)
+        np.testing.assert_array_equal(np.asarray(state.info["traj_id"]), episode)
+    with pytest.raises(ValueError, match="reset='fresh' is unknown; valid: first_state, resample"):
+        EpisodeBatch(point_env, episode_length=length, reset="fresh")
+
+
+def test_the_papers_envs_restart_from_their_first_state_by_default_and_runs_record_it():
+    """Every task the paper reports on keeps its first start and goal (the paper's setting);
+    crl's own point mazes draw new ones. The resolved choice is the run's config, and a resumed
+    run cannot change it (its envs' states hold the first states)."""
+    for name, spec in envs.REGISTRY.items():
+        expected = "resample" if name.startswith("point_") else "first_state"
+        assert spec.reset == expected, name
+    assert validate(Config(env="ant_big_maze")).reset == "first_state"
+    assert validate(Config(env="point_u_maze")).reset == "resample"
+    assert validate(Config(env="ant_big_maze", reset="resample")).reset == "resample"
+    with pytest.raises(ConfigError, match="reset='again' is unknown; valid: first_state, "
+                                          "resample"):
+        validate(Config(env="ant_big_maze", reset="again"))
+    saved = validate(Config(env="ant_big_maze"))
+    refusal = fixed_field_refusal(saved, validate(Config(env="ant_big_maze", reset="resample")))
+    assert "reset 'first_state' -> 'resample'" in refusal
+
+
+def test_reachers_target_radius_is_uniform_as_in_the_papers_code():
+    """The target's distance from the centre is U[0, 0.2] (a Kolmogorov-Smirnov distance
+    below its 1% critical value at 4,000 draws); spread evenly over the disc instead, the
+    radius's distribution (r / 0.2)^2 is 0.25 away from it and the test would fail."""
+    from crl.envs.reacher import Reacher
+
+    keys = jax.random.split(jax.random.PRNGKey(3), 4000)
+    critical = 1.63 / np.sqrt(len(keys))
+    for uniform_over_disc, radius_cdf in ((False, lambda r: r / 0.2),
+                                          (True, lambda r: (r / 0.2) ** 2)):
+        env = Reacher(uniform_over_disc=uniform_over_disc)
+        q, _ = jax.jit(jax.vmap(env.initial_q_qd))(keys)
+        radii = np.sort(np.hypot(*np.asarray(q[:, 2:4]).T))
+        assert radii.max() <= 0.2 + 1e-6
+        empirical = np.arange(1, len(radii) + 1) / len(radii)
+        distance = np.max(np.abs(empirical - radius_cdf(radii)))
+        assert distance < critical, (uniform_over_disc, distance)
+    assert np.max(np.abs(empirical - radii / 0.2)) > 0.2  # the two laws are told apart
+
+
 def test_goal_distance_reads_the_observation():
     obs = jnp.array([[0.0, 3.0, 9.0, 4.0, 7.0]])  # state (0, 3, 9), goal (4, 7) at indices (1, 0)
     np.testing.assert_allclose(goal_distance(obs, 3, (1, 0)), [np.sqrt(1 + 49)])
@@ -169,6 +236,7 @@ def test_listing_shows_every_env_with_its_sizes(capsys):
         env = spec.make()
         assert rows[name][1:3] == [str(env.observation_size), str(env.action_size)], name
         assert rows[name][-1] == (spec.default_backend or "JAX"), name
+        assert rows[name][-2 if spec.default_backend else -3] == spec.reset, name
     assert "ant_maze = ant_u_maze" in out
 
 

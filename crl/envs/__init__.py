@@ -16,8 +16,13 @@ from typing import Any
 warnings.filterwarnings("ignore", message="Brax System, piplines", category=UserWarning)
 
 BACKENDS = ("spring", "positional", "generalized", "mjx")
+# What an env's episode restarts from after it ends (crl/envs/wrappers.py): its first start and
+# goal again (the paper's code, through Brax's AutoResetWrapper), or a fresh draw of both.
+RESET_MODES = ("first_state", "resample")
 MAZE_LAYOUTS = ("u_maze", "u_maze_eval", "u4_maze", "u4_maze_eval", "u5_maze", "u5_maze_eval",
                 "big_maze", "big_maze_eval", "hardest_maze")
+# Layouts of one family only (crl/envs/mazes.txt), besides those it shares.
+OWN_LAYOUTS = ("humanoid_big_maze_eval",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +35,7 @@ class EnvSpec:
     success_radius: float = 0.5
     default_backend: str | None = "spring"  # None: pure JAX, no Brax pipeline
     backends: tuple[str, ...] = BACKENDS  # the Brax pipelines that can run it
+    reset: str = "first_state"  # the paper's, for every task it reports on
 
     @property
     def is_maze(self) -> bool:
@@ -55,7 +61,8 @@ def _mazes(family: str, cls: str, layouts: tuple[str, ...], **spec: Any) -> dict
     return {f"{family}_{layout}": EnvSpec(cls, {"layout": layout}, **spec) for layout in layouts}
 
 
-HUMANOID_MAZE_LAYOUTS = ("u_maze", "u_maze_eval", "big_maze", "big_maze_eval", "hardest_maze")
+# The Humanoid evaluates its Big Maze in a layout of its own (humanoid_big_maze_eval, below).
+HUMANOID_MAZE_LAYOUTS = ("u_maze", "u_maze_eval", "big_maze", "hardest_maze")
 
 
 def _arm(task: str, episode_length: int) -> EnvSpec:
@@ -82,8 +89,11 @@ REGISTRY: dict[str, EnvSpec] = {
     **_mazes("ant", "crl.envs.ant:AntMaze", MAZE_LAYOUTS),
     "humanoid": EnvSpec("crl.envs.humanoid:Humanoid"),
     **_mazes("humanoid", "crl.envs.humanoid:HumanoidMaze", HUMANOID_MAZE_LAYOUTS),
+    "humanoid_big_maze_eval": EnvSpec("crl.envs.humanoid:HumanoidMaze",
+                                      {"layout": "humanoid_big_maze_eval"}),
+    # crl's own task (not the paper's): every episode a new start and goal.
     **_mazes("point", "crl.envs.point_maze:PointMaze", MAZE_LAYOUTS, episode_length=250,
-             default_backend=None),
+             default_backend=None, reset="resample"),
     # JaxGCRL's episode lengths for its arm tasks, at the same 40 ms per step: a reach or a grasp
     # takes about a second, a push or a bin pick a few; 1000 steps would be mostly waiting.
     "arm_reach": _arm("reach", 100),

@@ -1,6 +1,7 @@
 """``python -m crl.envs``: every registered environment with its observation and action sizes,
-goal, success radius, episode length and default pipeline. ``--markdown`` prints the same as a
-Markdown table (the one in docs/environments.md)."""
+goal, success radius, episode length, what an episode restarts from (reset) and default
+pipeline. ``--markdown`` prints the same as a Markdown table (the one in
+docs/environments.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import warnings
 from crl.envs import ALIASES, REGISTRY
 
 COLUMNS = ("name", "obs", "action", "goal", "goal indices", "success radius", "episode length",
-           "default backend")
+           "reset", "default backend")
 
 
 def describe() -> list[tuple[str, ...]]:
@@ -19,7 +20,7 @@ def describe() -> list[tuple[str, ...]]:
         env = spec.make()
         rows.append((name, str(env.observation_size), str(env.action_size), env.goal_name,
                      ",".join(map(str, env.goal_indices)), f"{spec.success_radius:g}",
-                     str(spec.episode_length), spec.default_backend or "pure JAX"))
+                     str(spec.episode_length), spec.reset, spec.default_backend or "pure JAX"))
     return rows
 
 

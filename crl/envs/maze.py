@@ -172,19 +172,20 @@ def sample_goal(key: jax.Array, centres: jax.Array, noise: float) -> jax.Array:
 
 class MazeArena:
     """Mixin that puts a Brax robot task (Ant, Humanoid, ...) in a maze: the layout's walls,
-    the start in the ``R`` cell, and the goal in a ``G`` cell plus uniform noise.
+    the start in the ``R`` cell, and the goal at the centre of a ``G`` cell (the paper's
+    goals), plus uniform noise of ``goal_noise`` cells either way if asked for.
 
     ``class AntMaze(MazeArena, Ant)``: the robot class takes ``walls`` and
     ``wall_half_height`` and calls ``sample_start_and_goal`` in its reset.
     """
 
     default_scale: float
-    goal_noise_per_scale = 0.125
 
-    def __init__(self, layout: str, scale: float | None = None, **kwargs):
+    def __init__(self, layout: str, scale: float | None = None, goal_noise: float = 0.0,
+                 **kwargs):
         self.layout = load_layout(layout)
         self.scale = scale or self.default_scale
-        self.goal_noise = self.goal_noise_per_scale * self.scale
+        self.goal_noise = goal_noise * self.scale
         self._start = cell_centres((self.layout.start,), self.scale)[0]
         self._goals = cell_centres(self.layout.goals, self.scale)
         super().__init__(walls=self.layout.wall_boxes(self.scale),

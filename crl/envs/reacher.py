@@ -27,12 +27,16 @@ class Reacher(BraxGoalEnv):
     goal_axes = (0, 1, 2)
     state_size = 10
 
-    def __init__(self, backend: str = "generalized"):
+    def __init__(self, backend: str = "generalized", uniform_over_disc: bool = False):
         super().__init__(to_xml(brax_model("reacher")), backend, REACHER_SETTINGS)
+        # The paper's code draws the target's radius uniformly, which favours near targets (a
+        # density over the disc falling as 1/r); uniform_over_disc spreads them evenly instead.
+        self.uniform_over_disc = uniform_over_disc
 
     def initial_q_qd(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
         q_key, qd_key, radius_key, angle_key = jax.random.split(rng, 4)
-        radius = TARGET_RADIUS * jnp.sqrt(jax.random.uniform(radius_key))  # uniform over area
+        fraction = jax.random.uniform(radius_key)
+        radius = TARGET_RADIUS * (jnp.sqrt(fraction) if self.uniform_over_disc else fraction)
         q = self.sys.init_q.at[:2].add(uniform_noise(q_key, (2,), 0.1))
         q = q.at[2:].set(point_on_circle(angle_key, radius))
         qd = jnp.zeros(self.sys.qd_size()).at[:2].set(uniform_noise(qd_key, (2,), 0.005))

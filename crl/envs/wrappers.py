@@ -1,9 +1,10 @@
 """Batched episodes for training and evaluation.
 
-Brax's own AutoResetWrapper restores each env's *first* state, so an env would chase the same
-goal from the same start forever; here a finished env is reset with fresh randomness. Every step
-also carries the id of its trajectory (a per-env episode counter), which relabelling uses to keep
-goals within one trajectory.
+An env whose episode ends restarts in one of two ways (``reset``): ``first_state`` restores the
+state its first episode started from, as Brax's AutoResetWrapper does in the paper's code, so
+each env chases one goal from one start for the whole run; ``resample`` resets it with fresh
+randomness. Every step also carries the id of its trajectory (a per-env episode counter), which
+relabelling uses to keep goals within one trajectory.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from jax.sharding import PartitionSpec
 
 from crl.envs.base import GoalEnv
 
-_OWN_INFO = ("steps", "traj_id", "rng", "terminated")
+_OWN_INFO = ("steps", "traj_id", "rng", "terminated", "first")
 
 
 def per_device(fn: Callable) -> Callable:
@@ -46,11 +47,15 @@ def per_device(fn: Callable) -> Callable:
 
 class EpisodeBatch(Wrapper):
     """``num_envs`` copies of ``env`` stepping in lockstep; episodes end on termination or after
-    ``episode_length`` steps and restart from a fresh reset."""
+    ``episode_length`` steps and restart from the first episode's state (``first_state``, kept
+    in ``info["first"]``) or from a fresh reset (``resample``)."""
 
-    def __init__(self, env: GoalEnv, episode_length: int):
+    def __init__(self, env: GoalEnv, episode_length: int, reset: str = "resample"):
         super().__init__(env)
+        if reset not in ("first_state", "resample"):
+            raise ValueError(f"reset={reset!r} is unknown; valid: first_state, resample")
         self.episode_length = episode_length
+        self.reset_mode = reset
         self._reset = per_device(jax.vmap(env.reset))
         self._step = per_device(jax.vmap(env.step))
 
@@ -59,6 +64,9 @@ class EpisodeBatch(Wrapper):
         reset_keys, carried_keys = jnp.moveaxis(jax.vmap(jax.random.split)(rng), 1, 0)
         state = self._reset(reset_keys)
         num_envs = rng.shape[0]
+        if self.reset_mode == "first_state":
+            state.info["first"] = {"pipeline_state": state.pipeline_state, "obs": state.obs,
+                                   "info": dict(state.info)}
         state.info.update(
             steps=jnp.zeros(num_envs, jnp.int32),
             traj_id=jnp.zeros(num_envs, jnp.int32),
@@ -83,17 +91,25 @@ class EpisodeBatch(Wrapper):
             mask = done.reshape(done.shape + (1,) * (stepped_leaf.ndim - 1))
             return jnp.where(mask, reset_leaf, stepped_leaf)
 
-        def restart_done_envs():
-            fresh = self._reset(reset_keys)
-            return (jax.tree.map(where_done, fresh.pipeline_state, stepped.pipeline_state),
-                    where_done(fresh.obs, stepped.obs),
-                    jax.tree.map(where_done, fresh.info, stepped.info))
+        def restart_done_envs(fresh: dict):
+            return (jax.tree.map(where_done, fresh["pipeline_state"], stepped.pipeline_state),
+                    where_done(fresh["obs"], stepped.obs),
+                    jax.tree.map(where_done, fresh["info"], stepped.info))
 
-        # An episode ends on one step in hundreds: skip the batched reset (a quarter of a step's
-        # cost for the generalized pipeline) on the steps where no env needs it.
-        pipeline_state, obs, env_info = jax.lax.cond(
-            jnp.any(done), restart_done_envs,
-            lambda: (stepped.pipeline_state, stepped.obs, stepped.info))
+        if self.reset_mode == "first_state":
+            pipeline_state, obs, env_info = restart_done_envs(info["first"])
+            env_info = {**env_info, "first": info["first"]}
+        else:
+            def reset_done_envs():
+                fresh = self._reset(reset_keys)
+                return restart_done_envs({"pipeline_state": fresh.pipeline_state,
+                                          "obs": fresh.obs, "info": fresh.info})
+
+            # An episode ends on one step in hundreds: skip the batched reset (a quarter of a
+            # step's cost for the generalized pipeline) on the steps where no env needs it.
+            pipeline_state, obs, env_info = jax.lax.cond(
+                jnp.any(done), reset_done_envs,
+                lambda: (stepped.pipeline_state, stepped.obs, stepped.info))
         return stepped.replace(
             pipeline_state=pipeline_state,
             obs=obs,
