@@ -17,7 +17,7 @@ import numpy as np
 
 from crl import agents, envs
 from crl.losses import CONTRASTIVE_LOSSES, ENERGIES
-from crl.networks.mlp import REMAT_MODES
+from crl.networks.mlp import ACTIVATIONS, REMAT_MODES
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -55,6 +55,23 @@ class Config:
     """Overrides `depth` for the critic (crl: both encoders; sac, td3: both Q-networks)."""
     width: int = 256
     """Units of every hidden layer of the residual blocks."""
+    actor_width: int | None = None
+    """Overrides `width` for the actor."""
+    critic_width: int | None = None
+    """Overrides `width` for the critic."""
+    actor_residual: bool = True
+    """Skip connections in the actor's blocks (off: a plain MLP of as many layers; an ablation
+    of the paper)."""
+    critic_residual: bool = True
+    """Skip connections in the critic's blocks."""
+    actor_layer_norm: bool = True
+    """LayerNorm after every Dense layer of the actor but the output."""
+    critic_layer_norm: bool = True
+    """LayerNorm after every Dense layer of the critic but the output."""
+    actor_activation: str = "swish"
+    """Activation of the actor's hidden layers: swish or relu."""
+    critic_activation: str = "swish"
+    """Activation of the critic's hidden layers: swish or relu."""
     repr_dim: int = 64
     """Size of the representations phi(s, a) and psi(g) (crl)."""
     remat: str = "elementwise"
@@ -74,6 +91,9 @@ class Config:
     discount: float = 0.99
     """Parameter of the geometric distribution of hindsight goals (crl, gcbc); the TD discount
     of sac and td3."""
+    entropy: bool = True
+    """Entropy regularisation of the actor (crl, sac) with its learnt temperature; off
+    (--no-entropy): the temperature is fixed at 0 and the actor maximises Q alone."""
     target_entropy: float | None = None
     """Entropy target of the temperature; default -0.5 * action size (crl), -action size (sac)."""
     actor_lr: float = 3e-4
@@ -110,7 +130,22 @@ class Config:
     min_replay_size: int = 1_000
     """Time steps per env collected before training starts."""
     num_sgd_batches_per_training_step: int = 800
-    """Most SGD steps per training step (fewer when the unroll holds fewer batches)."""
+    """Most SGD steps per training step (fewer when the sampled windows hold fewer batches)."""
+    use_all_batches: bool = False
+    """Train on every batch the sampled windows hold (num_envs x (episode_length - 1) //
+    batch_size SGD steps per training step), ignoring num_sgd_batches_per_training_step."""
+    training_steps_multiplier: int = 1
+    """Training steps (a collection and its SGD steps) per epoch, as a multiple of those
+    total_env_steps allows: the run collects about this many times total_env_steps (the paper
+    code's option of the same name)."""
+    explore_actions: int = 1
+    """Actions sampled from the policy per collected step; above 1, the one of highest Q under
+    the current critic is taken (best-of-K; crl and sac)."""
+    eval_actions: int = 1
+    """1: evaluate the deterministic action tanh(mean) (or a sample, --eval-stochastic); above
+    1, the best under the critic of this many sampled actions."""
+    eval_stochastic: bool = False
+    """Evaluate with an action sampled from the policy instead of tanh(mean)."""
     total_env_steps: int = 100_000_000
     """Env steps of the whole run, prefill included."""
     num_epochs: int = 100
@@ -172,6 +207,8 @@ class Config:
             reset=self.reset or spec.reset,
             actor_depth=self.actor_depth or self.depth,
             critic_depth=self.critic_depth or self.depth,
+            actor_width=self.actor_width or self.width,
+            critic_width=self.critic_width or self.width,
         )
 
     # Derived schedule (on a resolved config)
@@ -186,12 +223,14 @@ class Config:
     @property
     def training_steps_per_epoch(self) -> int:
         return ((self.total_env_steps - self.min_replay_size * self.num_envs)
-                // (self.num_epochs * self.env_steps_per_training_step))
+                // (self.num_epochs * self.env_steps_per_training_step)
+                * self.training_steps_multiplier)
 
     @property
     def sgd_batches_per_training_step(self) -> int:
-        transitions = self.num_envs * (self.episode_length - 1)
-        return min(self.num_sgd_batches_per_training_step, transitions // self.batch_size)
+        held = self.num_envs * (self.episode_length - 1) // self.batch_size
+        return held if self.use_all_batches else min(self.num_sgd_batches_per_training_step,
+                                                      held)
 
 
 class ConfigError(ValueError):
@@ -353,10 +392,16 @@ def validate(config: Config) -> Config:
     if config.contrastive_loss not in CONTRASTIVE_LOSSES:
         raise ConfigError(f"contrastive_loss={config.contrastive_loss!r} is unknown; valid: "
                           f"{', '.join(CONTRASTIVE_LOSSES)}")
-    positive = ("width", "repr_dim", "batch_size", "num_envs", "unroll_length", "max_replay_size",
+    for name in ("actor_activation", "critic_activation"):
+        if getattr(config, name) not in ACTIVATIONS:
+            raise ConfigError(f"{name}={getattr(config, name)!r} is unknown; valid: "
+                              f"{', '.join(ACTIVATIONS)}")
+    positive = ("width", "actor_width", "critic_width", "repr_dim", "batch_size", "num_envs",
+                "unroll_length", "max_replay_size",
                 "min_replay_size", "num_sgd_batches_per_training_step", "total_env_steps",
                 "num_epochs", "num_eval_envs", "episode_length", "checkpoint_every",
-                "keep_checkpoints")
+                "keep_checkpoints", "training_steps_multiplier", "explore_actions",
+                "eval_actions")
     for name in positive:
         value = getattr(config, name)
         if value is not None and value <= 0:
@@ -515,8 +560,10 @@ def _tyro_reason(text: str) -> str:
 # Fields a resumed run cannot change: they fix the shapes of the saved state, or (agent, env,
 # seed) what the run is.
 FIXED_ON_RESUME = ("agent", "her", "env", "backend", "maze_layout", "episode_length", "reset",
-                   "depth", "actor_depth", "critic_depth", "width", "repr_dim", "num_envs",
-                   "max_replay_size", "seed")
+                   "depth", "actor_depth", "critic_depth", "width", "actor_width",
+                   "critic_width", "actor_residual", "critic_residual", "actor_layer_norm",
+                   "critic_layer_norm", "actor_activation", "critic_activation", "repr_dim",
+                   "num_envs", "max_replay_size", "seed")
 
 
 def fixed_field_refusal(saved: Config, requested: Config) -> str | None:
@@ -541,6 +588,9 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     if "episode_length" in values and "reset" not in values:
         # Saved before reset modes existed, when every env re-sampled its episodes.
         values = {**values, "reset": "resample"}
+    if "episode_length" in values:  # resolved, but maybe saved before per-family widths
+        values = {"actor_width": values.get("width", Config.width),
+                  "critic_width": values.get("width", Config.width), **values}
     return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
@@ -561,7 +611,8 @@ def parse_resume_args(saved: Config, argv: list[str]) -> Config:
     if config.num_epochs != saved.num_epochs and config.total_env_steps == saved.total_env_steps:
         config = dataclasses.replace(config, total_env_steps=(
             saved.min_replay_size * saved.num_envs
-            + config.num_epochs * saved.training_steps_per_epoch
+            + config.num_epochs * (saved.training_steps_per_epoch
+                                   // saved.training_steps_multiplier)
             * saved.env_steps_per_training_step))
     refusal = fixed_field_refusal(saved, config)  # the saved config is resolved: compare as is
     if refusal:

@@ -139,9 +139,10 @@ class Plan:
         return sum(self.step_seconds) * self.sgd_steps + self.acting_flops / self.flop_rate
 
 
-def _network_depth(config: Config, network: str) -> int:
-    """The depth of a network family of ``Agent.network_passes``."""
-    return config.actor_depth if network == "actor" else config.critic_depth
+def _network_shape(config: Config, network: str) -> tuple[int, int]:
+    """The depth and width of a network family of ``Agent.network_passes``."""
+    return ((config.actor_depth, config.actor_width) if network == "actor"
+            else (config.critic_depth, config.critic_width))
 
 
 def _forward_flops(rows: int, in_dim: int, depth: int, width: int, out_dim: int) -> float:
@@ -154,11 +155,10 @@ def step_memory(config: Config, agent: Agent, params_bytes: float, rows: int,
     """Bytes one SGD step adds to the state, on a device holding ``rows`` of the batch: the
     gradients of every parameter, the activations kept for the backward pass, crl's logits."""
     remat = remat or config.remat
-    width = config.width
-    array = rows * width * 4
     kept = 0.0
     for network, (full, inputs, _) in agent.network_passes.items():
-        depth = _network_depth(config, network)
+        depth, width = _network_shape(config, network)
+        array = rows * width * 4
         per_layer = (KEPT_PER_LAYER_ONE_BLOCK if depth == LAYERS_PER_BLOCK
                      else KEPT_PER_LAYER[remat])
         kept += (full + inputs) * (per_layer * depth + KEPT_PER_PASS) * array
@@ -185,9 +185,9 @@ def sgd_step_flops(config: Config, agent: Agent, sizes: EnvSizes) -> tuple[float
     in_dim = sizes.state_size + sizes.action_size + sizes.goal_size
     needed = recomputed = 0.0
     for network, (passes, extra) in _forward_passes(agent).items():
-        depth = _network_depth(config, network)
+        depth, width = _network_shape(config, network)
         out = 2 * sizes.action_size if network == "actor" else config.repr_dim
-        one = _forward_flops(config.batch_size, in_dim, depth, config.width, out)
+        one = _forward_flops(config.batch_size, in_dim, depth, width, out)
         needed, recomputed = needed + passes * one, recomputed + extra * one
     if config.agent == "crl":
         needed += 3 * 2.0 * config.batch_size**2 * config.repr_dim
@@ -197,12 +197,12 @@ def sgd_step_flops(config: Config, agent: Agent, sizes: EnvSizes) -> tuple[float
 def sgd_step_traffic(config: Config, agent: Agent, params_bytes: float) -> float:
     """Bytes the elementwise work of one SGD step over the global batch moves, with Adam's."""
     itemsize = np.dtype(config.compute_dtype).itemsize
-    array = config.batch_size * config.width * itemsize
-    layer_passes = 0.0
+    layer_arrays = 0.0  # [batch, width] arrays' worth of layer passes
     for network, (passes, extra) in _forward_passes(agent).items():
-        depth = _network_depth(config, network)
-        layer_passes += (passes + extra) * (depth + 1)
-    return (ARRAYS_PER_LAYER_PASS[config.remat] * layer_passes * array
+        depth, width = _network_shape(config, network)
+        layer_arrays += (passes + extra) * (depth + 1) * width / config.width
+    array = config.batch_size * config.width * itemsize
+    return (ARRAYS_PER_LAYER_PASS[config.remat] * layer_arrays * array
             + ADAM_ARRAYS * params_bytes)
 
 
@@ -237,7 +237,8 @@ def make_plan(config: Config, device: Device, num_devices: int = 1,
     sgd_steps = (one.training_steps_per_epoch * one.num_epochs
                  * one.sgd_batches_per_training_step)
     acting = (one.total_env_steps * _forward_flops(
-        1, sizes.state_size + sizes.goal_size, one.actor_depth, one.width, 2 * sizes.action_size))
+        1, sizes.state_size + sizes.goal_size, one.actor_depth, one.actor_width,
+        2 * sizes.action_size))
     needed, recomputed = sgd_step_flops(one, agent, sizes)
     return Plan(one, device, len(config.seeds), seeds_per_device, data_devices, memory, available,
                 needed * seeds, recomputed * seeds,
@@ -267,7 +268,8 @@ def _agent_bytes(config: Config, data_devices: int) -> tuple[float, float]:
     critic, so three traced ``init``s (at 1 and 2 blocks) give them at every depth, exactly."""
     shape = dataclasses.replace(Config(), **{name: getattr(config, name) for name in (
         "agent", "her", "env", "backend", "maze_layout", "episode_length", "width",
-        "repr_dim", "compute_dtype")})
+        "actor_width", "critic_width", "actor_layer_norm", "critic_layer_norm", "repr_dim",
+        "compute_dtype")})
     base = _traced_bytes(shape, 4, 4, data_devices)
     actor_block = np.subtract(_traced_bytes(shape, 8, 4, data_devices), base)
     critic_block = np.subtract(_traced_bytes(shape, 4, 8, data_devices), base)
@@ -332,8 +334,10 @@ def _duration(seconds: float) -> str:
 
 def describe(plan: Plan, num_devices: int, xla_step: float | None = None) -> list[str]:
     config, device = plan.config, plan.device
+    widths = (f"width {config.width}" if config.actor_width == config.critic_width == config.width
+              else f"width actor {config.actor_width}, critic {config.critic_width}")
     lines = [f"{config.agent} on {config.env}, depth {config.depth} (actor {config.actor_depth}, "
-             f"critic {config.critic_depth}), width {config.width}, batch {config.batch_size}, "
+             f"critic {config.critic_depth}), {widths}, batch {config.batch_size}, "
              f"{config.num_envs} envs, replay {config.max_replay_size:,} steps, remat "
              f"{config.remat}, {config.compute_dtype}"
              + (f", {plan.num_seeds} seeds ({plan.seeds_per_device} per device)"

@@ -242,17 +242,24 @@ class Trainer:
             step["goal"] = goal
         return step
 
-    def act(self, params: Params, obs: jax.Array, key: jax.Array | None) -> jax.Array:
-        """The agent's action for each observation: sampled (collection), or its
-        deterministic one (evaluation) when ``key`` is None."""
+    def act(self, params: Params, obs: jax.Array, key: jax.Array | None,
+            samples: int = 1) -> jax.Array:
+        """The agent's action for each observation: its deterministic one when ``key`` is
+        None, else sampled, or the best under its critic of ``samples`` sampled actions."""
         state, goal = split_observation(obs, self.goal_env.state_size)
-        return self.agent.act(params, state, goal, key)
+        return self.agent.select_action(params, state, goal, key, samples)
+
+    def eval_act(self, params: Params, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """The evaluated policy's action (--eval-actions, --eval-stochastic)."""
+        cfg = self.config
+        sampled = cfg.eval_stochastic or cfg.eval_actions > 1
+        return self.act(params, obs, key if sampled else None, cfg.eval_actions)
 
     def _collect(self, params: Params, env_state: State,
                  key: jax.Array) -> tuple[State, dict[str, jax.Array]]:
         """``unroll_length`` steps of every local env: transitions ``[T, local_envs, ...]``."""
         def env_step(env_state, step_key):
-            action = self.act(params, env_state.obs, step_key)
+            action = self.act(params, env_state.obs, step_key, self.config.explore_actions)
             return self.env.step(env_state, action), self._transition(env_state, action)
 
         keys = jax.random.split(key, self.config.unroll_length)
@@ -277,7 +284,7 @@ class Trainer:
         key, window_key, relabel_key, shuffle_key, sgd_key = jax.random.split(state.key, 5)
         batches = self._sample(
             tuple(self._local_key(k) for k in (window_key, relabel_key, shuffle_key)),
-            state.buffer, self.local_batch, cfg.num_sgd_batches_per_training_step)
+            state.buffer, self.local_batch, cfg.sgd_batches_per_training_step)
         state, metrics = self._sgd_steps(state.replace(key=key), batches, sgd_key)
         # The diagnostics of the epoch look at the first batch of its last training step.
         first_batch = jax.tree.map(lambda x: x[0], batches) if cfg.diagnostics else {}
@@ -361,20 +368,22 @@ class Trainer:
         of the agent's parameters (per seed with --seeds: parameters and keys stacked)."""
         def evaluate_local(params, key):
             env = self.eval_env
-            env_state = env.reset(jax.random.split(self._local_key(key), self.local_eval_envs))
+            local_key = self._local_key(key)
+            env_state = env.reset(jax.random.split(local_key, self.local_eval_envs))
+            act_key = jax.random.fold_in(local_key, 1)  # used by a sampled evaluation only
             state_size, goal_indices = env.state_size, env.goal_indices
 
-            def step(carry, _):
+            def step(carry, step_key):
                 env_state, alive = carry
                 distance = goal_distance(env_state.obs, state_size, goal_indices)
-                next_state = env.step(env_state, self.act(params, env_state.obs, None))
+                next_state = env.step(env_state, self.eval_act(params, env_state.obs, step_key))
                 return ((next_state, alive & ~next_state.info["terminated"]),
                         (distance, alive))
 
             alive = jnp.ones(self.local_eval_envs, bool)
             carry = self._per_device((env_state, alive))
-            _, (distance, alive) = jax.lax.scan(step, carry, None,
-                                                self.config.episode_length)
+            _, (distance, alive) = jax.lax.scan(
+                step, carry, jax.random.split(act_key, self.config.episode_length))
             at_goal = (distance < self.success_radius) & alive
             steps_alive = jnp.maximum(jnp.sum(alive, 0), 1)
             metrics = {

@@ -137,17 +137,11 @@ def _best_q_and_distance(agent: Agent, best_of: int, params: Params, states: jax
         jax.random.split(key, best_of))
     # [1 + best_of, points, action]: the deterministic action first.
     actions = jnp.concatenate([agent.act(params, states, goals, None)[None], sampled])
-
-    def q_and_distance(action):
-        q = agent.q_value(params, states, action, goals)
-        # Only a contrastive critic has representations; the others' maps show Q alone.
-        distance = (agent.representation_distance(params, states, action, goals)
-                    if hasattr(agent, "representation_distance") else jnp.full_like(q, jnp.nan))
-        return q, distance
-
-    q, distance = jax.vmap(q_and_distance)(actions)
-    best = jnp.argmax(q, axis=0)[None]
-    return jnp.take_along_axis(q, best, 0)[0], jnp.take_along_axis(distance, best, 0)[0]
+    action, q = agent.best_action(params, states, goals, actions)
+    # Only a contrastive critic has representations; the others' maps show Q alone.
+    distance = (agent.representation_distance(params, states, action, goals)
+                if hasattr(agent, "representation_distance") else jnp.full_like(q, jnp.nan))
+    return q, distance
 
 
 def q_value_map(env: GoalEnv, run: LoadedRun, goal_cell: Sequence[int] | None = None,

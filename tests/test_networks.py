@@ -7,14 +7,15 @@ from crl.networks import ResidualMLP, make_networks
 from crl.networks.agent import LOG_STD_MAX, LOG_STD_MIN
 
 
-def numpy_forward(params, x, depth):
+def numpy_forward(params, x, depth, residual=True, layer_norm=True, activation="swish"):
     """Independent forward pass of the residual MLP from its parameter tree."""
     def dense_norm_swish(p, h):
         h = h @ np.asarray(p["Dense_0"]["kernel"]) + np.asarray(p["Dense_0"]["bias"])
-        mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
-        h = (h - mu) / np.sqrt(var + 1e-6)
-        h = h * np.asarray(p["LayerNorm_0"]["scale"]) + np.asarray(p["LayerNorm_0"]["bias"])
-        return h / (1 + np.exp(-h))
+        if layer_norm:
+            mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
+            h = (h - mu) / np.sqrt(var + 1e-6)
+            h = h * np.asarray(p["LayerNorm_0"]["scale"]) + np.asarray(p["LayerNorm_0"]["bias"])
+        return h / (1 + np.exp(-h)) if activation == "swish" else np.maximum(h, 0)
 
     p = params["params"]
     h = dense_norm_swish(p["input"], x)
@@ -24,7 +25,7 @@ def numpy_forward(params, x, depth):
             layer_params = jax.tree.map(lambda a, b=block: np.asarray(a)[b],
                                         p["blocks"][f"DenseNormSwish_{layer}"])
             y = dense_norm_swish(layer_params, y)
-        h = h + y
+        h = h + y if residual else y
     return h @ np.asarray(p["output"]["kernel"]) + np.asarray(p["output"]["bias"])
 
 
@@ -37,6 +38,33 @@ def test_residual_mlp_matches_an_independent_forward_pass():
                           params)
     np.testing.assert_allclose(model.apply(params, x), numpy_forward(params, x, 8), rtol=2e-4,
                                atol=2e-4)
+
+
+@pytest.mark.parametrize("switches", [{"residual": False}, {"layer_norm": False},
+                                      {"activation": "relu"}])
+def test_each_ablation_switch_changes_the_network_as_stated(switches):
+    """The paper's ablations, one ingredient off at a time: the forward pass is the NumPy one
+    without skip connections, without LayerNorm (and its parameters), or with ReLU, and differs
+    from the full network's on the same parameters."""
+    x = np.random.default_rng(2).normal(size=(6, 5)).astype(np.float32)
+    full = ResidualMLP(depth=8, width=16, out_dim=4)
+    ablated = ResidualMLP(depth=8, width=16, out_dim=4, **switches)
+    params = ablated.init(jax.random.PRNGKey(0), x)
+    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(1), p.shape),
+                          params)
+    names = {jax.tree_util.keystr(path) for path, _ in
+             jax.tree_util.tree_leaves_with_path(params)}
+    assert any("LayerNorm" in name for name in names) == switches.get("layer_norm", True)
+    np.testing.assert_allclose(ablated.apply(params, x), numpy_forward(params, x, 8, **switches),
+                               rtol=2e-4, atol=2e-4)
+    if "layer_norm" not in switches:  # same parameter tree: the switch alone changes the output
+        assert not np.allclose(ablated.apply(params, x), full.apply(params, x), atol=1e-3)
+
+
+def test_an_unknown_activation_is_refused():
+    with pytest.raises(ValueError, match="activation='tanh' is unknown; valid: swish, relu"):
+        ResidualMLP(depth=4, width=8, out_dim=2, activation="tanh").init(
+            jax.random.PRNGKey(0), jnp.zeros((1, 3)))
 
 
 def test_blocks_are_stacked_and_initialised_as_in_the_reference():
@@ -113,8 +141,9 @@ def test_depth_must_be_a_positive_multiple_of_four(depth):
 
 
 def test_agent_networks_shapes_depths_and_log_std_range():
-    nets = make_networks(state_size=5, goal_size=2, action_size=3, actor_depth=8,
-                         critic_depth=4, width=16, repr_dim=7)
+    depths = {"actor": 8, "critic": 4}
+    nets = make_networks(state_size=5, goal_size=2, action_size=3, repr_dim=7,
+                         mlp=lambda family, out: ResidualMLP(depths[family], 16, out))
     params = nets.init(jax.random.PRNGKey(0))
     assert params["actor"]["params"]["blocks"]["DenseNormSwish_0"]["Dense_0"]["kernel"].shape[0] \
         == 2

@@ -34,6 +34,11 @@ def test_the_exact_parts_are_the_hand_counted_sizes():
     assert predicted.memory["optimiser states"] == 4 * (2 * parameters + 1 + 2) + 4 * 3
     assert predicted.memory["replay buffer"] == 200 * 8 * (2 + 2 + 1) * 4
     assert predicted.memory["gradients"] == 4 * parameters
+    # The actor at width 24 without LayerNorm, the critic at 16: each family counted apart.
+    ablated = validate(dataclasses.replace(config, actor_width=24, actor_layer_norm=False))
+    actor = (2 + 2) * 24 + 24 + 8 * (24 * 24 + 24) + 24 * 2 * 2 + 2 * 2
+    assert plan.make_plan(ablated, plan.DEVICES["h100"]).memory["parameters"] == 4 * (
+        mlp(2 + 2, 8) + mlp(2, 8) + actor)
     # Three seeds on one device: three of everything; on three devices, one per device.
     seeds = dataclasses.replace(config, seeds=(0, 1, 2))
     assert plan.make_plan(seeds, plan.DEVICES["h100"]).total == pytest.approx(3 * predicted.total)

@@ -15,9 +15,15 @@ import importlib
 
 # Options of Config that only some agents read.
 AGENT_OPTIONS = ("energy", "contrastive_loss", "logsumexp_penalty", "repr_dim", "critic_depth",
-                 "critic_lr", "alpha_lr", "target_entropy", "tau", "her", "her_fraction",
-                 "policy_noise", "noise_clip", "policy_delay", "exploration_noise")
-_TD = ("critic_depth", "critic_lr", "tau", "her", "her_fraction")
+                 "critic_width", "critic_residual", "critic_layer_norm", "critic_activation",
+                 "critic_lr", "alpha_lr", "entropy", "target_entropy", "explore_actions",
+                 "eval_actions", "tau", "her", "her_fraction", "policy_noise", "noise_clip",
+                 "policy_delay", "exploration_noise")
+# What every agent with a critic reads: its shape, and best-of-K acting under it.
+_CRITIC = ("critic_depth", "critic_width", "critic_residual", "critic_layer_norm",
+           "critic_activation", "critic_lr", "explore_actions", "eval_actions")
+_TD = (*_CRITIC, "tau", "her", "her_fraction")
+_ENTROPY = ("alpha_lr", "entropy", "target_entropy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,10 +39,10 @@ class AgentSpec:
 
 REGISTRY: dict[str, AgentSpec] = {
     "crl": AgentSpec("crl.agents.contrastive:ContrastiveRL",
-                     ("energy", "contrastive_loss", "logsumexp_penalty", "repr_dim",
-                      "critic_depth", "critic_lr", "alpha_lr", "target_entropy"),
+                     ("energy", "contrastive_loss", "logsumexp_penalty", "repr_dim", *_CRITIC,
+                      *_ENTROPY),
                      "contrastive RL: InfoNCE critic, SAC-style actor; no reward"),
-    "sac": AgentSpec("crl.agents.sac:SAC", (*_TD, "alpha_lr", "target_entropy"),
+    "sac": AgentSpec("crl.agents.sac:SAC", (*_TD, *_ENTROPY),
                      "soft actor-critic on crl's sparse reward (--her: with hindsight goals)"),
     "td3": AgentSpec("crl.agents.td3:TD3",
                      (*_TD, "policy_noise", "noise_clip", "policy_delay", "exploration_noise"),

@@ -63,20 +63,25 @@ class Agent:
     def local_batch(self) -> int:
         return self.config.batch_size // self.num_devices
 
-    def mlp(self, depth: int, out_dim: int) -> ResidualMLP:
-        """crl's one residual MLP, at this run's width, remat mode and compute dtype."""
+    def mlp(self, family: str, out_dim: int) -> ResidualMLP:
+        """crl's one residual MLP for a network of ``family`` ("actor" or "critic"): that
+        family's depth, width, skip connections, LayerNorm and activation, and the run's remat
+        mode and compute dtype."""
         cfg = self.config
-        return ResidualMLP(depth=depth, width=cfg.width, out_dim=out_dim, remat=cfg.remat,
-                           dtype=jnp.dtype(cfg.compute_dtype))
+        option = lambda name: getattr(cfg, f"{family}_{name}")
+        return ResidualMLP(depth=option("depth"), width=option("width"), out_dim=out_dim,
+                           remat=cfg.remat, dtype=jnp.dtype(cfg.compute_dtype),
+                           residual=option("residual"), layer_norm=option("layer_norm"),
+                           activation=option("activation"))
 
     def tanh_gaussian_actor(self) -> TanhGaussianActor:
         sizes = self.sizes
-        return TanhGaussianActor(self.mlp(self.config.actor_depth, 2 * sizes.action_size),
-                                 sizes.state_size, sizes.goal_size)
+        return TanhGaussianActor(self.mlp("actor", 2 * sizes.action_size), sizes.state_size,
+                                 sizes.goal_size)
 
     def twin_critic(self) -> TwinQ:
         sizes = self.sizes
-        return TwinQ(self.mlp(self.config.critic_depth, 1), sizes.state_size, sizes.action_size,
+        return TwinQ(self.mlp("critic", 1), sizes.state_size, sizes.action_size,
                      sizes.goal_size)
 
     def adam(self, *names: str) -> dict[str, optax.GradientTransformation]:
@@ -101,6 +106,33 @@ class Agent:
     def q_value(self, params: Params, state: jax.Array, action: jax.Array,
                 goal: jax.Array) -> jax.Array:
         raise NotImplementedError(f"agent {self.config.agent!r} has no critic")
+
+    def best_action(self, params: Params, state: jax.Array, goal: jax.Array,
+                    actions: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Per row, the action of highest Q among candidates ``[K, rows, action]``, and its Q."""
+        q = jax.vmap(lambda action: self.q_value(params, state, action, goal))(actions)
+        best = jnp.argmax(q, axis=0)
+        return (jnp.take_along_axis(actions, best[None, :, None], axis=0)[0],
+                jnp.take_along_axis(q, best[None], axis=0)[0])
+
+    def best_of(self, params: Params, state: jax.Array, goal: jax.Array, key: jax.Array,
+                samples: int) -> jax.Array:
+        """Per row, the action of highest Q among ``samples`` drawn from the policy."""
+        actions = jax.vmap(lambda k: self.act(params, state, goal, k))(
+            jax.random.split(key, samples))
+        return self.best_action(params, state, goal, actions)[0]
+
+    def select_action(self, params: Params, state: jax.Array, goal: jax.Array,
+                      key: jax.Array | None, samples: int = 1) -> jax.Array:
+        """How the runner acts: the deterministic action when ``key`` is None, else one
+        sampled action, or the best under the critic of ``samples`` of them."""
+        if samples > 1:
+            return self.best_of(params, state, goal, key, samples)
+        return self.act(params, state, goal, key)
+
+    def temperature(self, log_alpha: jax.Array) -> jax.Array:
+        """The entropy bonus's weight: exp(log_alpha), or 0 with --no-entropy."""
+        return jnp.exp(log_alpha) if self.config.entropy else jnp.zeros_like(log_alpha)
 
     def network_inputs(self, batch: dict[str, jax.Array]) -> dict[str, tuple[ResidualMLP,
                                                                            jax.Array]]:

@@ -40,12 +40,10 @@ class ContrastiveRL(Agent):
 
     @functools.cached_property
     def networks(self) -> Networks:
-        cfg, sizes = self.config, self.sizes
-        return make_networks(
-            state_size=sizes.state_size, goal_size=sizes.goal_size,
-            action_size=sizes.action_size, actor_depth=cfg.actor_depth,
-            critic_depth=cfg.critic_depth, width=cfg.width, repr_dim=cfg.repr_dim,
-            remat=cfg.remat, compute_dtype=jnp.dtype(cfg.compute_dtype))
+        sizes = self.sizes
+        return make_networks(state_size=sizes.state_size, goal_size=sizes.goal_size,
+                             action_size=sizes.action_size, repr_dim=self.config.repr_dim,
+                             mlp=self.mlp)
 
     @property
     def sampling(self) -> Sampling:
@@ -112,7 +110,7 @@ class ContrastiveRL(Agent):
         cfg, nets, opt = self.config, self.networks, self.optimizers
         params = state.params
         noise = self.global_normal(key, nets.action_size)
-        alpha = jnp.exp(state.log_alpha)
+        alpha = self.temperature(state.log_alpha)
 
         def critic_objective(critic_params):
             phi = nets.encode_state_action(critic_params, batch["state"], batch["action"])
@@ -148,6 +146,8 @@ class ContrastiveRL(Agent):
                                                     critic_grads, state.critic_opt)
         log_alpha, alpha_opt = apply_gradients(opt["alpha"], state.log_alpha, alpha_grad,
                                                state.alpha_opt)
+        if not cfg.entropy:  # the temperature stays where it is, unused
+            log_alpha, alpha_opt = state.log_alpha, state.alpha_opt
         new_params = {"actor": actor_params, "critic": critic_params}
         health = self.block_health({"actor": actor_grads, "critic": critic_grads}, params,
                                    new_params)

@@ -116,7 +116,7 @@ class SAC(Agent):
         cfg, opt, params = self.config, self.optimizers, state.params
         next_key, actor_key = jax.random.split(key)
         size = self.sizes.action_size
-        alpha = jnp.exp(state.log_alpha)
+        alpha = self.temperature(state.log_alpha)
 
         next_action, next_log_prob = self._sample(params["actor"], batch["next_state"],
                                                   batch["goal"], self.global_normal(next_key, size))
@@ -152,6 +152,8 @@ class SAC(Agent):
                                                     critic_grads, state.critic_opt)
         log_alpha, alpha_opt = apply_gradients(opt["alpha"], state.log_alpha, alpha_grad,
                                                state.alpha_opt)
+        if not cfg.entropy:  # the temperature stays where it is, unused
+            log_alpha, alpha_opt = state.log_alpha, state.alpha_opt
         new_params = {"actor": actor_params, "critic": critic_params}
         health = self.block_health({"actor": actor_grads, "critic": critic_grads}, params,
                                    new_params)

@@ -50,7 +50,7 @@ class TD3(Agent):
     @functools.cached_property
     def actor(self) -> DeterministicActor:
         sizes = self.sizes
-        return DeterministicActor(self.mlp(self.config.actor_depth, sizes.action_size),
+        return DeterministicActor(self.mlp("actor", sizes.action_size),
                                   sizes.state_size, sizes.goal_size)
 
     @functools.cached_property

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -66,19 +67,14 @@ class Networks:
         return self.actor.policy(actor_params, state, goal)
 
 
-def make_networks(*, state_size: int, goal_size: int, action_size: int, actor_depth: int,
-                  critic_depth: int, width: int, repr_dim: int, remat: str = "elementwise",
-                  compute_dtype: jnp.dtype = jnp.float32) -> Networks:
-    def mlp(depth: int, out_dim: int) -> ResidualMLP:
-        return ResidualMLP(depth=depth, width=width, out_dim=out_dim, remat=remat,
-                           dtype=compute_dtype)
-
+def make_networks(*, state_size: int, goal_size: int, action_size: int, repr_dim: int,
+                  mlp: Callable[[str, int], ResidualMLP]) -> Networks:
+    """The networks, ``mlp(family, out_dim)`` making each ("actor" or "critic")."""
     return Networks(
-        sa_encoder=mlp(critic_depth, repr_dim),
-        goal_encoder=mlp(critic_depth, repr_dim),
-        actor=TanhGaussianActor(mlp(actor_depth, 2 * action_size), state_size, goal_size),
+        sa_encoder=mlp("critic", repr_dim),
+        goal_encoder=mlp("critic", repr_dim),
+        actor=TanhGaussianActor(mlp("actor", 2 * action_size), state_size, goal_size),
         state_size=state_size,
         goal_size=goal_size,
         action_size=action_size,
     )
-

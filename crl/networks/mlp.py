@@ -4,6 +4,10 @@ Input Dense -> LayerNorm -> Swish, then ``depth // 4`` residual blocks ``x + f(x
 four [Dense -> LayerNorm -> Swish], then an output Dense. The blocks' parameters are stacked along a
 leading axis and the stack is a ``scan``: one block is traced and compiled whatever the depth, so
 compile time does not grow with depth.
+
+The paper's ablations switch its three ingredients off one at a time: ``residual=False`` drops
+the skip connection (a plain MLP of the same layers), ``layer_norm=False`` the LayerNorms, and
+``activation="relu"`` replaces Swish.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ LAYERS_PER_BLOCK = 4
 
 # What the backward pass recomputes instead of storing (see ``ResidualMLP.remat``).
 REMAT_MODES = ("elementwise", "blocks", "none")
+ACTIVATIONS = {"swish": nn.swish, "relu": nn.relu}
 
 
 def kernel_init() -> nn.initializers.Initializer:
@@ -25,16 +30,21 @@ def kernel_init() -> nn.initializers.Initializer:
 
 
 class DenseNormSwish(nn.Module):
+    """One layer: Dense -> LayerNorm -> Swish (or without its LayerNorm, or with ReLU)."""
+
     width: int
     dtype: jnp.dtype = jnp.float32
+    layer_norm: bool = True
+    activation: str = "swish"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = nn.Dense(self.width, kernel_init=kernel_init(), dtype=self.dtype,
                      param_dtype=jnp.float32)(x)
-        # LayerNorm statistics stay in float32 even when the matmuls run in bfloat16.
-        x = nn.LayerNorm(dtype=jnp.float32, param_dtype=jnp.float32)(x)
-        return nn.swish(x)
+        if self.layer_norm:
+            # LayerNorm statistics stay in float32 even when the matmuls run in bfloat16.
+            x = nn.LayerNorm(dtype=jnp.float32, param_dtype=jnp.float32)(x)
+        return ACTIVATIONS[self.activation](x)
 
 
 class ResidualBlock(nn.Module):
@@ -45,13 +55,17 @@ class ResidualBlock(nn.Module):
 
     width: int
     dtype: jnp.dtype = jnp.float32
+    residual: bool = True
+    layer_norm: bool = True
+    activation: str = "swish"
 
     @nn.compact
     def __call__(self, x: jax.Array, _: None) -> tuple[jax.Array, None]:
         layers = [x]
         for _layer in range(LAYERS_PER_BLOCK):
-            layers.append(DenseNormSwish(self.width, self.dtype)(layers[-1]))
-        x = x + layers[-1]
+            layers.append(DenseNormSwish(self.width, self.dtype, self.layer_norm,
+                                         self.activation)(layers[-1]))
+        x = x + layers[-1] if self.residual else layers[-1]
         if self.is_mutable_collection(diagnostics.COLLECTION) and not self.is_initializing():
             dormant = [diagnostics.dormant_fraction(y) for y in layers[1:]]
             self.sow(diagnostics.COLLECTION, "activation_rms", diagnostics.rms(x))
@@ -87,19 +101,27 @@ class ResidualMLP(nn.Module):
     out_dim: int
     remat: str = "elementwise"
     dtype: jnp.dtype = jnp.float32
+    residual: bool = True
+    layer_norm: bool = True
+    activation: str = "swish"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.depth <= 0 or self.depth % LAYERS_PER_BLOCK:
             raise ValueError(f"depth={self.depth} must be a positive multiple of 4")
-        x = DenseNormSwish(self.width, self.dtype, name="input")(x)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r} is unknown; valid: "
+                             f"{', '.join(ACTIVATIONS)}")
+        x = DenseNormSwish(self.width, self.dtype, self.layer_norm, self.activation,
+                           name="input")(x)
         blocks = nn.scan(
             _remat(ResidualBlock, self.remat),
             variable_axes={"params": 0, diagnostics.COLLECTION: 0},
             split_rngs={"params": True},
             length=self.depth // LAYERS_PER_BLOCK,
         )
-        x, _ = blocks(self.width, self.dtype, name="blocks")(x, None)
+        x, _ = blocks(self.width, self.dtype, self.residual, self.layer_norm, self.activation,
+                      name="blocks")(x, None)
         if self.is_mutable_collection(diagnostics.COLLECTION) and not self.is_initializing():
             self.sow(diagnostics.COLLECTION, "features", x.astype(jnp.float32))
         return nn.Dense(self.out_dim, kernel_init=kernel_init(), dtype=self.dtype,
