@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from crl.envs.base import goal_distance
@@ -77,6 +78,15 @@ def init_buffer(example_step: Pytree, capacity: int) -> ReplayBuffer:
     """An empty buffer shaped after one time row ``example_step`` (leaves ``[num_envs, ...]``)."""
     data = jax.tree.map(lambda x: jnp.zeros((capacity, *x.shape), x.dtype), example_step)
     return ReplayBuffer(data=data, insert_position=jnp.int32(0), size=jnp.int32(0))
+
+
+def stored_steps(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
+    """The buffer's valid time rows, oldest first, on the host: ``{field: [size, num_envs,
+    ...]}`` (the dataset ``--save-buffer`` writes; docs/runs.md)."""
+    host = jax.device_get(buffer)
+    size = int(host.size)
+    rows = (int(host.insert_position) - size + np.arange(size)) % buffer.capacity
+    return {name: np.asarray(values)[rows] for name, values in host.data.items()}
 
 
 def insert(buffer: ReplayBuffer, steps: Pytree) -> ReplayBuffer:

@@ -174,6 +174,9 @@ class Config:
     """Keep the replay buffer in checkpoints, as an exact resume needs (docs/runs.md)."""
     diagnostics: bool = True
     """Log the per-block health of every network each epoch under diag/ (docs/diagnostics.md)."""
+    save_buffer: bool = False
+    """At the end of the run, write the replay buffer as a dataset, <run>/buffer.npz: state,
+    action and trajectory id per step and env, oldest first (docs/runs.md)."""
     render: bool = True
     """At the end of the run, save a rollout of the deterministic policy in <run>/render/."""
     wandb: bool = False
@@ -447,6 +450,9 @@ def _validate_launch(config: Config) -> None:
     launch = {"coordinator_address": config.coordinator_address,
               "num_processes": config.num_processes, "process_id": config.process_id}
     given = [name for name, value in launch.items() if value is not None]
+    if config.save_buffer and config.num_processes not in (None, 1):
+        raise ConfigError(f"--save-buffer needs a one-process run (num_processes="
+                          f"{config.num_processes}): each process holds only its envs' replay")
     if given and len(given) < len(launch):
         missing = [name for name in launch if name not in given]
         raise ConfigError(f"{', '.join(given)} given without {', '.join(missing)}: a multi-process "

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from crl.config import (
     SEED_MARK,
     Config,
@@ -208,6 +210,24 @@ def write_text_atomically(file: Path, text: str) -> None:
     except OSError as error:
         partial.unlink(missing_ok=True)
         raise write_error(file, error) from None
+
+
+DATASET_FILE = "buffer.npz"
+
+
+def write_dataset(path: Path, steps: dict[str, np.ndarray], goal_indices: tuple[int, ...]) -> Path:
+    """The replay buffer's steps as ``<run>/buffer.npz`` (``--save-buffer``; docs/runs.md), in one
+    rename: a full disk leaves no partial file."""
+    file = Path(path) / DATASET_FILE
+    partial = file.with_name(file.name + ".partial")
+    try:
+        with open(partial, "wb") as out:
+            np.savez(out, **steps, goal_indices=np.asarray(goal_indices, np.int32))
+        os.replace(partial, file)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise write_error(file, error) from None
+    return file
 
 
 def write_config(path: Path, config: Config) -> None:

@@ -822,6 +822,12 @@ def _train_epochs(trainer: Trainer, state: TrainState, meta: Meta | None,
         if any(record.last_checkpoint != epoch for _, record in alive()):
             checkpoint(epoch, env_steps)
         raise Preempted(epoch, stop, str(alive()[0][1].path))
+    if config.save_buffer:
+        for index, record in alive():
+            steps = replay.stored_steps(trainer.seed_state(state, index).buffer)
+            file = runs.write_dataset(record.path, steps, trainer.goal_env.goal_indices)
+            log(f"replay buffer saved: {file} ({file.stat().st_size / 2**20:.1f} MiB, "
+                f"{steps['traj_id'].shape[0]} steps x {steps['traj_id'].shape[1]} envs)")
     if config.render and records[0].main_process:
         for index, record in alive():
             try:

@@ -133,12 +133,13 @@ def test_bad_ablation_options_are_refused_in_one_line(changes, message):
 def test_a_run_with_every_switch_trains_records_them_and_evaluates(tmp_path, capsys,
                                                                    compile_cache):
     """Best-of-3 collection and evaluation, a stochastic evaluation, ablated networks of their
-    own widths, no entropy: the run trains, evaluates and writes its choices to config.json."""
+    own widths, no entropy: the run trains, evaluates and writes its choices to config.json;
+    --save-buffer writes its replay as a dataset."""
     config = dataclasses.replace(
         TINY, explore_actions=3, eval_actions=3, eval_stochastic=True, actor_width=16,
         critic_residual=False, actor_layer_norm=False, critic_activation="relu", entropy=False,
-        use_all_batches=True, run_dir=str(tmp_path), run_name="switches", render=False,
-        compile_cache=compile_cache)
+        use_all_batches=True, save_buffer=True, run_dir=str(tmp_path), run_name="switches",
+        render=False, compile_cache=compile_cache)
     main(cli_args(config))
     run = tmp_path / "switches"
     saved = json.loads((run / "config.json").read_text())
@@ -151,3 +152,12 @@ def test_a_run_with_every_switch_trains_records_them_and_evaluates(tmp_path, cap
     assert [m["epoch"] for m in metrics] == list(range(TINY.num_epochs + 1))
     assert all(np.isfinite(m["eval/dist"]) for m in metrics)
     assert all(m["train/alpha"] == 0.0 for m in metrics[1:])
+    # The dataset: 30 prefill steps (25 rounded up to unrolls of 10) and 2 x 3 unrolls, per env,
+    # oldest first; the point maze's episodes end only at their 25 steps.
+    with np.load(run / "buffer.npz") as dataset:
+        assert sorted(dataset.files) == ["action", "goal_indices", "state", "traj_id"]
+        assert dataset["state"].shape == (90, 8, 2) and dataset["action"].shape == (90, 8, 2)
+        np.testing.assert_array_equal(dataset["traj_id"], np.arange(90)[:, None] // 25
+                                      + np.zeros((1, 8), int))
+        np.testing.assert_array_equal(dataset["goal_indices"], [0, 1])
+        assert np.all(np.abs(dataset["action"]) <= 1)

@@ -140,3 +140,14 @@ def test_relabelling_cost_grows_linearly_in_the_window_length():
     matrix_ratios = np.array(matrix[1:]) / np.array(matrix[:-1])
     assert np.all(our_ratios < 2.3), our_ratios
     assert np.all(matrix_ratios > 3.5), matrix_ratios  # the measure does see quadratic growth
+
+
+def test_the_saved_dataset_is_the_stored_steps_oldest_first():
+    """Capacity 5, three inserts of 2 rows (values 0..5): the ring has overwritten row 0 with 4
+    and row 1 with 5; the dataset reads 1, 2, 3, 4, 5."""
+    ring = buffer.init_buffer({"state": jnp.zeros((3, 1))}, capacity=5)
+    for first in (0, 2, 4):
+        rows = jnp.arange(first, first + 2, dtype=jnp.float32)[:, None, None]
+        ring = buffer.insert(ring, {"state": jnp.broadcast_to(rows, (2, 3, 1))})
+    steps = buffer.stored_steps(ring)
+    np.testing.assert_array_equal(steps["state"][:, :, 0], np.arange(1, 6)[:, None] * np.ones(3))
