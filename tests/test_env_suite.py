@@ -280,6 +280,8 @@ class Task:
     model: str | None = None
     # the least distance any state can have from a goal, where some goals are out of reach
     closest_reach: Callable[[np.ndarray], float] = lambda goal: 0.0
+    # how far below the goal its marker body may hang (spring joints are springs)
+    marker_sag: float = 2e-3
 
 
 def in_goal_cell(env, goal: np.ndarray) -> bool:
@@ -292,7 +294,8 @@ TASKS = {
     # one draw in twenty under the paper's radius law.
     "reacher": Task(reacher_on_goal, lambda env, g: np.hypot(g[0], g[1]) <= 0.2 + 1e-6
                     and abs(g[2] - 0.01) < 1e-5,
-                    closest_reach=lambda g: max(0.0, 0.01 - float(np.hypot(g[0], g[1])))),
+                    closest_reach=lambda g: max(0.0, 0.01 - float(np.hypot(g[0], g[1]))),
+                    marker_sag=5e-3),  # the spring pipeline's marker hangs 4 mm low
     # The object rests at (0.45, -0.05, -0.275); easy goals are 0.25-0.55 m behind it.
     "pusher_easy": Task((8, 7, None), lambda env, g: -0.1 - 1e-6 <= g[0] <= 0.2 + 1e-6
                         and -0.25 - 1e-6 <= g[1] <= 0.15 + 1e-6 and abs(g[2] + 0.275) < 1e-5),
@@ -363,8 +366,9 @@ def test_goal_in_the_observation_is_the_commanded_goal(probe):
     # The goal stays put (the spring pipeline recomputes q from body positions: rounding), and
     # the marker body is drawn there (to within the sag of spring joints, which are springs).
     np.testing.assert_allclose(goals, np.broadcast_to(goals[0], goals.shape), atol=1e-5)
-    np.testing.assert_allclose(goals, rollout.marker[..., list(env.goal_axes)], atol=2e-3)
     task = TASKS[probe.name]
+    np.testing.assert_allclose(goals, rollout.marker[..., list(env.goal_axes)],
+                               atol=task.marker_sag)
     for goal in goals[0, :3]:
         assert task.goal_is_valid(env, goal), goal
     if task.random_goal:

@@ -39,7 +39,7 @@ class Pusher(BraxGoalEnv):
     goal_axes = (0, 1, 2)
     state_size = 20
 
-    def __init__(self, kind: str = "easy", backend: str = "generalized"):
+    def __init__(self, kind: str = "easy", backend: str = "spring"):
         if kind not in GOAL_REGIONS:
             raise ValueError(f"kind={kind!r}; valid: {', '.join(GOAL_REGIONS)}")
         root = brax_model("pusher")

@@ -27,7 +27,7 @@ class Reacher(BraxGoalEnv):
     goal_axes = (0, 1, 2)
     state_size = 10
 
-    def __init__(self, backend: str = "generalized", uniform_over_disc: bool = False):
+    def __init__(self, backend: str = "spring", uniform_over_disc: bool = False):
         super().__init__(to_xml(brax_model("reacher")), backend, REACHER_SETTINGS)
         # The paper's code draws the target's radius uniformly, which favours near targets (a
         # density over the disc falling as 1/r); uniform_over_disc spreads them evenly instead.
