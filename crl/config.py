@@ -41,6 +41,10 @@ class Config:
     of its first episode, for the whole run: the paper's code, Brax's AutoResetWrapper) or
     resample (a new start and goal each episode: more varied data); default: the env's own
     (`python -m crl.envs`). Evaluation always draws fresh episodes."""
+    maze_goal_noise: float | None = None
+    """Noise of a maze env's goals: uniform, this many cells either way around the centre of a
+    goal cell, below 0.5; default: the env's own (0, the cell's centre, for the paper's mazes;
+    0.25 for crl's point mazes). Evaluation uses it too, on a maze."""
     maze_layout: str | None = None
     """Maze of a maze env (point_*, ant_*_maze, humanoid_*_maze): a layout name, a file in the
     format of crl/envs/mazes.txt, or rows separated by '/' ('#####/#RGG#/...'). Evaluation uses
@@ -248,8 +252,10 @@ def _validate_agent(config: Config) -> None:
     defaults = Config()
     for name in agents.AGENT_OPTIONS:
         value, default = getattr(config, name), getattr(defaults, name)
-        # A resolved config carries critic_depth = depth, which is no choice of the user's.
-        unchanged = value == default or (name == "critic_depth" and value == config.depth)
+        # A resolved config carries critic_depth = depth and critic_width = width, which are
+        # no choice of the user's.
+        unchanged = (value == default or (name == "critic_depth" and value == config.depth)
+                     or (name == "critic_width" and value == config.width))
         if name not in spec.options and not unchanged:
             users = [agent for agent, other in agents.REGISTRY.items() if name in other.options]
             flag = "--" + name.replace("_", "-")
@@ -345,6 +351,12 @@ def validate(config: Config) -> Config:
             except envs.UnknownEnvError as error:
                 raise ConfigError(f"{name}: {error}") from None
     spec = envs.get_spec(config.env)
+    if config.maze_goal_noise is not None:
+        if not spec.is_maze:
+            raise ConfigError(f"maze_goal_noise: env {config.env!r} is not a maze")
+        if not 0 <= config.maze_goal_noise < 0.5:
+            raise ConfigError(f"maze_goal_noise={config.maze_goal_noise} must be in [0, 0.5) "
+                              "cells: more would put goals in the next cell")
     if config.maze_layout is not None:
         if not spec.is_maze:
             # A family's own layouts (humanoid_big_maze_eval) carry its name already.
@@ -565,7 +577,8 @@ def _tyro_reason(text: str) -> str:
 
 # Fields a resumed run cannot change: they fix the shapes of the saved state, or (agent, env,
 # seed) what the run is.
-FIXED_ON_RESUME = ("agent", "her", "env", "backend", "maze_layout", "episode_length", "reset",
+FIXED_ON_RESUME = ("agent", "her", "env", "backend", "maze_layout", "maze_goal_noise",
+                   "episode_length", "reset",
                    "depth", "actor_depth", "critic_depth", "width", "actor_width",
                    "critic_width", "actor_residual", "critic_residual", "actor_layer_norm",
                    "critic_layer_norm", "actor_activation", "critic_activation", "repr_dim",

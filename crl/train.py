@@ -113,7 +113,7 @@ class Trainer:
         check_device_split(config, self.num_devices)
         spec = get_spec(config.env)
         self.success_radius = spec.success_radius
-        self.goal_env = spec.make(config.backend, config.maze_layout)
+        self.goal_env = spec.make(config.backend, config.maze_layout, config.maze_goal_noise)
         self.env = EpisodeBatch(self.goal_env, config.episode_length, config.reset)
         eval_goal_env = make_eval_env(config, self.goal_env)
         self.eval_env = EpisodeBatch(eval_goal_env, config.episode_length)
@@ -411,7 +411,9 @@ def make_eval_env(config: Config, goal_env: Any) -> Any:
     if config.eval_env == config.env:
         return goal_env
     eval_spec = get_spec(config.eval_env)
-    eval_env = eval_spec.make(config.backend if eval_spec.default_backend else None)
+    eval_env = eval_spec.make(config.backend if eval_spec.default_backend else None,
+                              maze_goal_noise=config.maze_goal_noise if eval_spec.is_maze
+                              else None)
     layout = lambda env: (env.state_size, env.goal_size, env.action_size,
                           tuple(np.asarray(env.goal_indices).tolist()))
     if layout(eval_env) != layout(goal_env):

@@ -11,7 +11,15 @@ import pytest
 from crl import envs
 from crl.config import Config, ConfigError, fixed_field_refusal, validate
 from crl.envs.base import goal_distance
-from crl.envs.maze import LayoutError, MazeLayout, load_layout, parse_layout, reachable_cells
+from crl.envs.maze import (
+    LayoutError,
+    MazeLayout,
+    forward_pairs,
+    forward_path,
+    load_layout,
+    parse_layout,
+    reachable_cells,
+)
 from crl.envs.point_maze import PointMaze
 from crl.envs.wrappers import EpisodeBatch
 
@@ -367,3 +375,96 @@ def test_pusher_goals_fill_their_region_away_from_the_object(kind, region):
         assert low - 1e-6 <= goal[:, axis].min() < low + 0.05
         assert high - 0.05 < goal[:, axis].max() <= high + 1e-6
     assert np.all(np.linalg.norm(obj - goal, axis=1) >= 0.17 - 1e-5)
+
+
+def test_the_humanoids_state_is_the_papers_with_its_target_and_no_reset_noise():
+    """268 numbers, as in the paper's code: q with the goal marker's x, y (which equal the
+    commanded goal's), and every term over the marker's body too; episodes start without noise,
+    so two draws differ in their goal only. observe_marker=False gives the robot's own 246."""
+    from crl.envs.humanoid import Humanoid
+
+    env = envs.make_env("humanoid")
+    assert env.state_size == 268 and envs.make_env("humanoid_u_maze").state_size == 268
+    obs = np.asarray(jax.vmap(lambda k: env.reset(k).obs)(jax.random.split(
+        jax.random.PRNGKey(0), 2)))
+    np.testing.assert_allclose(obs[:, 24:26], obs[:, 268:270], atol=1e-6)
+    np.testing.assert_array_equal(obs[0, :24], obs[1, :24])
+    assert not np.allclose(obs[0, 268:270], obs[1, 268:270])
+    assert Humanoid(observe_marker=False).state_size == 246
+
+
+def test_the_forward_path_of_a_u_maze_is_its_corridor_and_a_branching_maze_has_none():
+    u_maze = load_layout("u_maze")
+    assert forward_path(u_maze) == [(1, 1), (1, 2), (1, 3), (2, 3), (3, 3), (3, 2), (3, 1)]
+    assert len(forward_path(load_layout("u3_maze"))) == 11  # 5 + 1 + 5 cells
+    with pytest.raises(LayoutError, match="not one corridor"):
+        forward_path(load_layout("big_maze"))
+    starts, goals, probability = forward_pairs(u_maze, (1, 2))
+    assert len(starts) == len(goals) == 6 + 5
+    assert tuple(starts[0]) == (1, 1) and tuple(goals[0]) == (1, 2)
+    assert tuple(starts[-1]) == (3, 3) and tuple(goals[-1]) == (3, 1)
+    # Each distance half the mass, spread evenly over its pairs: 1/12 and 1/10.
+    np.testing.assert_allclose(probability, [1 / 12] * 6 + [1 / 10] * 5, rtol=1e-6)
+    with pytest.raises(LayoutError, match=r"forward distances \(7,\) must be in 1..6"):
+        forward_pairs(u_maze, (7,))
+
+
+def test_a_stitching_task_starts_and_ends_k_cells_apart_each_distance_as_often():
+    """ant_u4_maze_gen_1f2f3f, by the paper code's name: 6,000 draws, every start and goal at
+    the centres of cells 1, 2 or 3 apart along the corridor, each distance a third of the
+    draws (within 4 standard errors)."""
+    env = envs.make_env("ant_u4_maze_gen_1f2f3f")
+    path = forward_path(env.layout)
+    starts, goals = sample_tasks(env, 6000)
+    np.testing.assert_allclose(goals, np.round(goals / env.scale) * env.scale, atol=1e-5)
+    position = {cell: index for index, cell in enumerate(path)}
+    cell = lambda point: tuple(np.floor(point / env.scale + 0.5).astype(int))
+    distances = np.array([position[cell(g)] - position[cell(s)] for s, g in zip(starts, goals,
+                                                                                strict=True)])
+    assert set(distances) == {1, 2, 3}
+    for k in (1, 2, 3):
+        assert abs(np.mean(distances == k) - 1 / 3) < 4 * np.sqrt(2 / 9 / 6000), k
+    assert validate(Config(env="ant_u_maze_gen_3f", eval_env="ant_u_maze_gen_6f")).env
+    with pytest.raises(ConfigError, match=r"unknown env 'ant_u9_maze_gen_1f'.*stitching task"):
+        validate(Config(env="ant_u9_maze_gen_1f"))
+
+
+@pytest.mark.parametrize("name", ["ant_u_maze", "point_u_maze"])
+def test_maze_goal_noise_spreads_goals_around_the_cell_centres(name):
+    """--maze-goal-noise 0.25: goals uniform within a quarter cell of a G cell's centre, the
+    same in cells for every maze family; 0 puts them on the centres."""
+    for noise in (0.25, 0.0):
+        env = envs.make_env(name, maze_goal_noise=noise)
+        _, goals = sample_tasks(env, 3000)
+        offsets = goals - np.round(goals / env.scale) * env.scale
+        assert np.max(np.abs(offsets)) <= noise * env.scale + 1e-5
+        if noise:  # uniform: its mean absolute offset is half the bound
+            np.testing.assert_allclose(np.mean(np.abs(offsets)), noise * env.scale / 2, rtol=0.05)
+    assert validate(Config(env=name, maze_goal_noise=0.1)).maze_goal_noise == 0.1
+    with pytest.raises(ConfigError, match=r"maze_goal_noise=0.5 must be in \[0, 0.5\) cells"):
+        validate(Config(env=name, maze_goal_noise=0.5))
+    with pytest.raises(ConfigError, match="maze_goal_noise: env 'ant' is not a maze"):
+        validate(Config(env="ant", maze_goal_noise=0.1))
+    refusal = fixed_field_refusal(validate(Config(env=name)),
+                                  validate(Config(env=name, maze_goal_noise=0.1)))
+    assert "maze_goal_noise None -> 0.1" in refusal
+
+
+def test_the_ball_of_ant_ball_is_the_papers():
+    """Placed as the paper's code places it: at 0.2 of the target plus (cos a, sin b), b the
+    target's angle, so its y is 0.4 of the target's and its x within 1 of 0.2 of the target's;
+    0.576 kg, on x and y slides only (it cannot leave the floor)."""
+    from crl.envs.ant import ANT_Q, AntBall
+
+    env = AntBall()
+    keys = jax.random.split(jax.random.PRNGKey(5), 2000)
+    q, _ = jax.jit(jax.vmap(env.initial_q_qd))(keys)
+    q = np.asarray(q)
+    ball, goal = q[:, ANT_Q:ANT_Q + 2], q[:, ANT_Q + 2:ANT_Q + 4]
+    np.testing.assert_allclose(np.hypot(*goal.T), 5.0, rtol=1e-5)
+    np.testing.assert_allclose(ball[:, 1], 0.4 * goal[:, 1], atol=1e-4)
+    offset_x = ball[:, 0] - 0.2 * goal[:, 0]
+    assert np.all(np.abs(offset_x) <= 1 + 1e-5) and np.std(offset_x) > 0.6  # cos of U[0, 2pi)
+    assert env.sys.q_size() == ANT_Q + 2 + 2  # the ball's x, y and the goal marker's
+    ball_link = env.sys.link_names.index("ball")
+    np.testing.assert_allclose(float(env.sys.link.inertia.mass[ball_link]), 0.576, rtol=1e-3)

@@ -16,7 +16,7 @@ def test_the_doc_has_a_command_for_each_reproduced_figure():
     names = {command.split("--name ")[1].split()[0] for command in COMMANDS
              if "--name " in command}
     for figure in ("fig1_100m", "fig1_200m", "fig1_400m", "fig3", "fig4_width", "fig5_no_residual",
-                   "fig6", "fig7", "fig12_u_maze_1024", "fig12_baselines", "fig13"):
+                   "fig6", "fig7", "fig11", "fig12_u_maze_1024", "fig12_baselines", "fig13"):
         assert figure in names, figure
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import re
 import warnings
 from typing import Any
 
@@ -21,8 +22,12 @@ BACKENDS = ("spring", "positional", "generalized", "mjx")
 RESET_MODES = ("first_state", "resample")
 MAZE_LAYOUTS = ("u_maze", "u_maze_eval", "u4_maze", "u4_maze_eval", "u5_maze", "u5_maze_eval",
                 "big_maze", "big_maze_eval", "hardest_maze")
-# Layouts of one family only (crl/envs/mazes.txt), besides those it shares.
-OWN_LAYOUTS = ("humanoid_big_maze_eval",)
+# Packaged layouts (crl/envs/mazes.txt) besides those every maze family has: the Humanoid's own
+# Big Maze for evaluation, and the U2 and U3 mazes of the stitching tasks.
+OWN_LAYOUTS = ("humanoid_big_maze_eval", "u2_maze", "u3_maze")
+# The stitching tasks of the paper's code, by its names: ant_<layout>_gen_<k>f[<k>f...] starts
+# and ends each episode k cells apart along a one-corridor maze (crl.envs.maze.forward_pairs).
+STITCHING = re.compile(r"ant_(?P<layout>[a-z0-9]+_maze)_gen_(?P<distances>(?:[0-9]+f)+)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,18 +47,22 @@ class EnvSpec:
         """Whether the env takes a maze layout (and so accepts ``--maze-layout``)."""
         return "layout" in self.kwargs
 
-    def make(self, backend: str | None = None, maze_layout: str | None = None):
-        """The env (a ``crl.envs.base.GoalEnv``); ``backend`` overrides the Brax pipeline and
-        ``maze_layout`` (a layout name, file or text) the maze of a maze env."""
+    def make(self, backend: str | None = None, maze_layout: str | None = None,
+             maze_goal_noise: float | None = None):
+        """The env (a ``crl.envs.base.GoalEnv``); ``backend`` overrides the Brax pipeline,
+        ``maze_layout`` (a layout name, file or text) the maze of a maze env and
+        ``maze_goal_noise`` its goals' noise (cells either way around a goal cell's centre)."""
         module, name = self.cls.split(":")
         cls = getattr(importlib.import_module(module), name)
         kwargs = dict(self.kwargs)
         if self.default_backend is not None:
             kwargs["backend"] = backend or self.default_backend
-        if maze_layout is not None:
-            if not self.is_maze:
-                raise ValueError(f"{self.cls} is not a maze; it takes no maze layout")
-            kwargs["layout"] = maze_layout
+        for option, value, key in (("maze layout", maze_layout, "layout"),
+                                   ("maze goal noise", maze_goal_noise, "goal_noise")):
+            if value is not None:
+                if not self.is_maze:
+                    raise ValueError(f"{self.cls} is not a maze; it takes no {option}")
+                kwargs[key] = value
         return cls(**kwargs)
 
 
@@ -111,13 +120,20 @@ class UnknownEnvError(ValueError):
 
 def get_spec(name: str) -> EnvSpec:
     name = ALIASES.get(name, name)
+    stitching = STITCHING.fullmatch(name)
+    if stitching and (stitching["layout"] in MAZE_LAYOUTS or stitching["layout"] in OWN_LAYOUTS):
+        distances = tuple(int(k) for k in stitching["distances"].split("f")[:-1])
+        return EnvSpec("crl.envs.ant:AntMaze", {"layout": stitching["layout"],
+                                                "forward_distances": distances})
     if name not in REGISTRY:
         close = difflib.get_close_matches(name, ENV_NAMES, n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UnknownEnvError(f"unknown env {name!r}; {hint}valid: {', '.join(ENV_NAMES)}")
+        raise UnknownEnvError(f"unknown env {name!r}; {hint}valid: {', '.join(ENV_NAMES)}, "
+                              "or a stitching task ant_<layout>_gen_<k>f[<k>f...]")
     return REGISTRY[name]
 
 
-def make_env(name: str, backend: str | None = None, maze_layout: str | None = None):
+def make_env(name: str, backend: str | None = None, maze_layout: str | None = None,
+             maze_goal_noise: float | None = None):
     """Build the env registered as ``name``."""
-    return get_spec(name).make(backend, maze_layout)
+    return get_spec(name).make(backend, maze_layout, maze_goal_noise)

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
                   .rstrip())
     print()
     print("Aliases: " + ", ".join(f"{alias} = {name}" for alias, name in ALIASES.items()))
+    print("Stitching tasks (the paper code's ant_maze_generalization): ant_<layout>_gen_<k>f[<k>f"
+          "...], start and goal k cells apart along a one-corridor maze, e.g. "
+          "ant_u4_maze_gen_1f2f3f")
 
 
 if __name__ == "__main__":

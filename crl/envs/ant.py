@@ -38,12 +38,13 @@ OBJECT_MASS = "0.5"  # kg; the Ant weighs 0.91
 
 @dataclasses.dataclass(frozen=True)
 class Pushable:
-    """An object on x, y and z slide joints (it slides, it does not roll), resting on the floor
-    with its centre at ``height``."""
+    """An object on slide joints along ``axes`` ("xyz", or "xy" to keep it on the floor; it
+    slides, it does not roll), resting on the floor with its centre at ``height``."""
 
     name: str
     geom: dict[str, str]
     height: float
+    axes: str = "xyz"
 
 
 class Ant(BraxGoalEnv):
@@ -62,10 +63,15 @@ class Ant(BraxGoalEnv):
             collide_with_obstacles(root, ANT_BODY_GEOMS)
         add_walls(root, walls, wall_half_height)
         for obj in objects:
-            add_slider(root, obj.name, (0, 0, obj.height), "xyz", obj.geom)
+            if not obj.axes.startswith("xy"):
+                raise ValueError(f"object {obj.name!r} slides along {obj.axes!r}: it needs x, y")
+            add_slider(root, obj.name, (0, 0, obj.height), obj.axes, obj.geom)
         add_goal_marker(root, (0, 0, 0.25), "xy", radius=0.25)
         super().__init__(to_xml(root), backend, ANT_SETTINGS)
         self.num_objects = len(objects)
+        # Where each object's slide joints start in q (and qd) after the Ant's.
+        self._object_q = [sum(len(o.axes) for o in objects[:i]) for i in range(len(objects))]
+        self._object_dims = [len(o.axes) for o in objects]
         self.state_size = ANT_Q + ANT_QD + 4 * self.num_objects
         self.reset_noise = reset_noise
         self.target_distance = target_distance
@@ -81,8 +87,9 @@ class Ant(BraxGoalEnv):
     def initial_q_qd(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
         task_key, object_key, q_key, qd_key = jax.random.split(rng, 4)
         start, goal = self.sample_start_and_goal(task_key)
-        objects = self.object_positions(object_key, start, goal)
-        objects = jnp.pad(objects, ((0, 0), (0, 1))).reshape(-1)  # z offsets 0
+        xy = self.object_positions(object_key, start, goal)
+        objects = jnp.concatenate([jnp.pad(xy[i], (0, dims - 2))  # any z offset 0
+                                   for i, dims in enumerate(self._object_dims)] or [jnp.zeros(0)])
         q = self.sys.init_q.at[:ANT_Q].add(uniform_noise(q_key, (ANT_Q,), self.reset_noise))
         q = q.at[:2].add(start).at[ANT_Q:].set(jnp.concatenate([objects, goal]))
         qd = jnp.zeros(self.sys.qd_size()).at[:ANT_QD].set(
@@ -91,10 +98,9 @@ class Ant(BraxGoalEnv):
 
     def observe_state(self, pipeline_state, action: jax.Array) -> jax.Array:
         q, qd = pipeline_state.q, pipeline_state.qd
-        n = 3 * self.num_objects
-        objects_xy = q[ANT_Q:ANT_Q + n].reshape(-1, 3)[:, :2].reshape(-1)
-        objects_vxy = qd[ANT_QD:ANT_QD + n].reshape(-1, 3)[:, :2].reshape(-1)
-        return jnp.concatenate([q[:ANT_Q], qd[:ANT_QD], objects_xy, objects_vxy])
+        objects_xy = [q[ANT_Q + at:ANT_Q + at + 2] for at in self._object_q]
+        objects_vxy = [qd[ANT_QD + at:ANT_QD + at + 2] for at in self._object_q]
+        return jnp.concatenate([q[:ANT_Q], qd[:ANT_QD], *objects_xy, *objects_vxy])
 
     def terminated(self, pipeline_state) -> jax.Array:
         height = pipeline_state.x.pos[0, 2]
@@ -110,27 +116,32 @@ class AntMaze(MazeArena, Ant):
 BALL_RADIUS = 0.5
 
 
+# The paper's ball: two spheres of radius 0.5 at densities 1 and 0.1, 0.576 kg in all.
+BALL_MASS = f"{4 / 3 * 3.141592653589793 * BALL_RADIUS**3 * 1.1:.4f}"
+
+
 class AntBall(Ant):
-    """Push a ball (radius 0.5) onto a target 5 m away; the goal is the ball's (x, y). The ball
-    starts about halfway to the target."""
+    """Push a ball (radius 0.5, 0.576 kg, sliding on x and y) onto a target 5 m away; the goal
+    is the ball's (x, y). As in the paper's code, the ball starts at a fifth of the way to the
+    target plus (cos a, sin b), a uniform and b the target's own angle: its y is always 0.4 of
+    the target's, and it starts at most 2.5 m from the Ant, sometimes touching it."""
 
     goal_name = "ball (x, y)"
     goal_indices = (ANT_Q + ANT_QD, ANT_Q + ANT_QD + 1)
 
-    def __init__(self, backend: str = "spring", target_distance: float = 5.0,
-                 ball_noise: float = 0.5, **kwargs):
+    def __init__(self, backend: str = "spring", target_distance: float = 5.0, **kwargs):
         ball = Pushable("ball", pushable_geom(type="sphere", size=f"{BALL_RADIUS}",
-                                              mass=OBJECT_MASS, rgba="1 1 1 1"),
-                        height=BALL_RADIUS)
+                                              mass=BALL_MASS, rgba="1 1 1 1"),
+                        height=BALL_RADIUS, axes="xy")
         super().__init__(backend=backend, objects=(ball,), target_distance=target_distance,
                          **kwargs)
-        self.ball_noise = ball_noise
 
     def object_positions(self, rng: jax.Array, start: jax.Array,
                          goal: jax.Array) -> jax.Array:
-        # Halfway (2.5 m), so never within the Ant's reach (1.2 m, plus the ball's radius).
-        middle = 0.5 * (start + goal) + uniform_noise(rng, (2,), self.ball_noise)
-        return middle[None]
+        angle = 2 * jnp.pi * jax.random.uniform(rng)
+        target_angle = jnp.arctan2(goal[1] - start[1], goal[0] - start[0])
+        offset = jnp.stack([jnp.cos(angle), jnp.sin(target_angle)])
+        return (start + 0.2 * (goal - start) + offset)[None]
 
 
 PUSH_LAYOUT = """

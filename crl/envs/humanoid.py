@@ -4,7 +4,10 @@
 The goal is the torso (x, y, z); the commanded height is fixed at 1.25, about the torso's
 height when standing. The state is Brax's Humanoid observation (q, qd, each body's inertia and
 velocity about the centre of mass, actuator forces) with absolute positions kept, because the
-goal is a position. In a maze every body geom collides with the walls.
+goal is a position. As in the paper's code, it is taken over the whole system, the 1 kg goal
+marker on its two slide joints included (268 numbers: the marker's x, y are in q, and its mass
+moves the centre of mass); ``observe_marker=False`` keeps the Humanoid's own 246. Episodes
+start without noise, as in the paper's code. In a maze every body geom collides with the walls.
 """
 
 from __future__ import annotations
@@ -41,17 +44,20 @@ class Humanoid(BraxGoalEnv):
     goal_axes = (0, 1, 2)
 
     def __init__(self, backend: str = "spring", walls=(), wall_half_height: float = 0.5,
-                 reset_noise: float = 0.01, target_distance: tuple[float, float] = (1.0, 5.0)):
+                 reset_noise: float = 0.0, target_distance: tuple[float, float] = (1.0, 5.0),
+                 observe_marker: bool = True):
         root = brax_model("humanoid")
         if walls:
             collide_with_obstacles(root, HUMANOID_BODY_GEOMS)
         add_walls(root, walls, wall_half_height)
         add_goal_marker(root, (0, 0, TARGET_HEIGHT), "xy", radius=0.25)
         super().__init__(to_xml(root), backend, HUMANOID_SETTINGS)
-        # Everything before the goal marker is the Humanoid.
-        self._links = self._marker
-        self._q = self.sys.q_size() - 2
-        self._qd = self.sys.qd_size() - 2
+        # Everything before the goal marker (the last body, on the last two joints) is the
+        # Humanoid.
+        self._robot_q, self._robot_qd = self.sys.q_size() - 2, self.sys.qd_size() - 2
+        self._links = self.sys.num_links() if observe_marker else self._marker
+        self._q = self.sys.q_size() if observe_marker else self._robot_q
+        self._qd = self.sys.qd_size() if observe_marker else self._robot_qd
         self.state_size = self._q + 2 * self._qd + 16 * self._links
         self.reset_noise = reset_noise
         self.target_distance = target_distance
@@ -66,10 +72,11 @@ class Humanoid(BraxGoalEnv):
     def initial_q_qd(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
         task_key, q_key, qd_key = jax.random.split(rng, 3)
         start, goal = self.sample_start_and_goal(task_key)
-        q = self.sys.init_q.at[:self._q].add(uniform_noise(q_key, (self._q,), self.reset_noise))
-        q = q.at[:2].add(start).at[self._q:].set(goal)
-        qd = jnp.zeros(self.sys.qd_size()).at[:self._qd].set(
-            uniform_noise(qd_key, (self._qd,), self.reset_noise))
+        robot_q, robot_qd = self._robot_q, self._robot_qd
+        q = self.sys.init_q.at[:robot_q].add(uniform_noise(q_key, (robot_q,), self.reset_noise))
+        q = q.at[:2].add(start).at[robot_q:].set(goal)
+        qd = jnp.zeros(self.sys.qd_size()).at[:robot_qd].set(
+            uniform_noise(qd_key, (robot_qd,), self.reset_noise))
         return q, qd
 
     def observe_state(self, pipeline_state, action: jax.Array) -> jax.Array:

@@ -158,6 +158,36 @@ def reachable_cells(layout: MazeLayout) -> set[tuple[int, int]]:
     return set(corridor_steps(layout))
 
 
+def forward_path(layout: MazeLayout) -> list[tuple[int, int]]:
+    """The cells of a one-corridor maze (the U mazes) from the start to its far end, in order;
+    a LayoutError for a maze with branches, where "forward" has no single meaning."""
+    steps = corridor_steps(layout)
+    path = sorted(steps, key=steps.get)
+    if [steps[cell] for cell in path] != list(range(len(path))):
+        raise LayoutError(f"the maze {'/'.join(layout.rows)} is not one corridor from its start: "
+                          "forward start-goal pairs need one (a U maze)")
+    return path
+
+
+def forward_pairs(layout: MazeLayout,
+                  distances: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stitching tasks of the paper's code (its ``ant_maze_generalization``): a start
+    cell and the cell ``k`` further along the corridor, for each ``k`` of ``distances``, each
+    distance equally likely and its pairs uniformly so. Returns start cells ``[P, 2]``, goal
+    cells ``[P, 2]`` and the probability of each pair ``[P]``."""
+    path = forward_path(layout)
+    if not distances or any(k < 1 or k >= len(path) for k in distances):
+        raise LayoutError(f"forward distances {distances} must be in 1..{len(path) - 1} (the "
+                          f"corridor has {len(path)} cells)")
+    starts, goals, weights = [], [], []
+    for k in distances:
+        for i in range(len(path) - k):
+            starts.append(path[i])
+            goals.append(path[i + k])
+            weights.append(1 / (len(distances) * (len(path) - k)))
+    return np.asarray(starts), np.asarray(goals), np.asarray(weights, np.float32)
+
+
 def cell_centres(cells: tuple[tuple[int, int], ...], scale: float) -> np.ndarray:
     """World (x, y) of the centres of ``cells``: ``[len(cells), 2]``."""
     return np.asarray(cells, np.float32).reshape(-1, 2) * scale
@@ -173,7 +203,9 @@ def sample_goal(key: jax.Array, centres: jax.Array, noise: float) -> jax.Array:
 class MazeArena:
     """Mixin that puts a Brax robot task (Ant, Humanoid, ...) in a maze: the layout's walls,
     the start in the ``R`` cell, and the goal at the centre of a ``G`` cell (the paper's
-    goals), plus uniform noise of ``goal_noise`` cells either way if asked for.
+    goals), plus uniform noise of ``goal_noise`` cells either way if asked for. With
+    ``forward_distances`` (a one-corridor maze), the start and goal are instead a pair of
+    cells that many cells apart along the corridor (``forward_pairs``).
 
     ``class AntMaze(MazeArena, Ant)``: the robot class takes ``walls`` and
     ``wall_half_height`` and calls ``sample_start_and_goal`` in its reset.
@@ -182,15 +214,28 @@ class MazeArena:
     default_scale: float
 
     def __init__(self, layout: str, scale: float | None = None, goal_noise: float = 0.0,
-                 **kwargs):
+                 forward_distances: tuple[int, ...] = (), **kwargs):
         self.layout = load_layout(layout)
         self.scale = scale or self.default_scale
         self.goal_noise = goal_noise * self.scale
         self._start = cell_centres((self.layout.start,), self.scale)[0]
         self._goals = cell_centres(self.layout.goals, self.scale)
+        self.forward_distances = tuple(forward_distances)
+        if self.forward_distances:
+            starts, goals, self._pair_probability = forward_pairs(self.layout,
+                                                                  self.forward_distances)
+            self._pair_starts = starts.astype(np.float32) * self.scale
+            self._pair_goals = goals.astype(np.float32) * self.scale
         super().__init__(walls=self.layout.wall_boxes(self.scale),
                          wall_half_height=0.25 * self.scale, **kwargs)
 
     def sample_start_and_goal(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+        if self.forward_distances:
+            pair_key, noise_key = jax.random.split(rng)
+            pair = jax.random.choice(pair_key, len(self._pair_probability),
+                                     p=jnp.asarray(self._pair_probability))
+            noise = jax.random.uniform(noise_key, (2,), minval=-self.goal_noise,
+                                       maxval=self.goal_noise)
+            return jnp.asarray(self._pair_starts)[pair], jnp.asarray(self._pair_goals)[pair] + noise
         return jnp.asarray(self._start), sample_goal(rng, jnp.asarray(self._goals),
                                                      self.goal_noise)

@@ -26,13 +26,14 @@ class PointMaze(GoalEnv):
     goal_indices = (0, 1)
 
     def __init__(self, layout: str, scale: float = 4.0, max_step: float = 1.0,
-                 radius: float = 0.25, start_noise: float = 0.25, goal_noise: float = 1.0):
+                 radius: float = 0.25, start_noise: float = 0.25, goal_noise: float = 0.25):
         maze = load_layout(layout)
         if max_step >= scale - 2 * radius:
             raise ValueError(f"max_step={max_step} would let the point tunnel through a wall")
         self.layout = maze
         self.scale, self.max_step, self.radius = scale, max_step, radius
-        self.start_noise, self.goal_noise = start_noise, goal_noise
+        # goal_noise is in cells either way, as for the other maze families (MazeArena).
+        self.start_noise, self.goal_noise = start_noise, goal_noise * scale
         # Padded by one wall cell on every side: outside the grid is wall.
         self._walls = jnp.asarray(np.pad(maze.walls, 1, constant_values=True))
         self._start = jnp.asarray(cell_centres((maze.start,), scale)[0])
