@@ -28,8 +28,9 @@ TINY = ["--depth", "4", "--width", "16", "--repr-dim", "8", "--num-envs", "2", "
         "8", "--episode-length", "10", "--unroll-length", "5", "--min-replay-size", "10",
         "--max-replay-size", "20", "--num-sgd-batches-per-training-step", "1",
         "--total-env-steps", "30", "--num-epochs", "1", "--num-eval-envs", "2",
-        # An env's smoke test; the diagnostics' compilation is tested with the tiny run.
-        "--no-diagnostics"]
+        # An env's smoke test; the diagnostics' compilation is tested with the tiny run, and
+        # rendering with the Ant maze's (tests/test_train.py): a third of an MJX env's time.
+        "--no-diagnostics", "--no-render"]
 
 
 def main() -> int:
