@@ -468,3 +468,29 @@ def test_the_ball_of_ant_ball_is_the_papers():
     assert env.sys.q_size() == ANT_Q + 2 + 2  # the ball's x, y and the goal marker's
     ball_link = env.sys.link_names.index("ball")
     np.testing.assert_allclose(float(env.sys.link.inertia.mass[ball_link]), 0.576, rtol=1e-3)
+
+
+def test_ant_push_is_the_papers():
+    """The block of 0.2 g fills the cell between the Ant and both goal cells; the Ant's body is
+    8 times Brax's (density 40 for 5); goals (16, 8) or (8, 16) from the start plus U[0, 2]^2;
+    the state the Ant's q and qd and the block's (x, y): 31 numbers."""
+    from crl.envs.ant import ANT_Q, AntPush
+
+    env = AntPush()
+    assert env.state_size == 31 and envs.make_env("ant_ball").state_size == 31
+    block = env.sys.link_names.index("block")
+    np.testing.assert_allclose(float(env.sys.link.inertia.mass[block]), 2e-4, rtol=1e-3)
+    # The torso link: a sphere of radius 0.25 and the four hip capsules (radius 0.08, 0.2 * 2**0.5
+    # long) that Brax fuses into it, at density 40.
+    capsule = np.pi * 0.08**2 * 0.2 * 2**0.5 + 4 / 3 * np.pi * 0.08**3
+    volume = 4 / 3 * np.pi * 0.25**3 + 4 * capsule
+    np.testing.assert_allclose(float(env.sys.link.inertia.mass[0]), 40 * volume, rtol=1e-3)
+    q, _ = jax.jit(jax.vmap(env.initial_q_qd))(jax.random.split(jax.random.PRNGKey(1), 2000))
+    q = np.asarray(q)
+    start = np.asarray(env.sample_start_and_goal(jax.random.PRNGKey(0))[0])  # the R cell
+    goals = q[:, ANT_Q + 3:ANT_Q + 5] - start
+    near = np.where(goals[:, :1] > goals[:, 1:], np.array([16.0, 8.0]), np.array([8.0, 16.0]))
+    extra = goals - near
+    assert np.all(extra >= -1e-5) and np.all(extra <= 2 + 1e-5)
+    np.testing.assert_allclose(np.mean(extra, 0), [1.0, 1.0], atol=0.06)
+    assert 0.3 < np.mean(goals[:, 0] > goals[:, 1]) < 0.7  # both goal cells

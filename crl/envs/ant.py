@@ -33,7 +33,6 @@ ANT_SETTINGS = PipelineSettings(n_frames=5, spring_timestep=0.005, spring_n_fram
 HEALTHY_Z = (0.2, 1.0)
 ANT_Q = 15  # free joint (7) + 8 hinges; then each object's (x, y, z), then the goal marker's
 ANT_QD = 14
-OBJECT_MASS = "0.5"  # kg; the Ant weighs 0.91
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +48,7 @@ class Pushable:
 
 class Ant(BraxGoalEnv):
     """The goal is the torso (x, y). The state is the Ant's q and qd, then each object's (x, y)
-    and velocity."""
+    (and its velocity, with ``observe_object_velocity``; the paper's states have none)."""
 
     goal_name = "torso (x, y)"
     goal_indices = (0, 1)
@@ -57,8 +56,11 @@ class Ant(BraxGoalEnv):
 
     def __init__(self, backend: str = "spring", walls=(), wall_half_height: float = 1.0,
                  objects: tuple[Pushable, ...] = (), reset_noise: float = 0.1,
-                 target_distance: float = 10.0):
+                 target_distance: float = 10.0, observe_object_velocity: bool = False,
+                 density: float | None = None):
         root = brax_model("ant")
+        if density is not None:  # of every Ant geom without a mass of its own (Brax's: 5)
+            root.find("default/geom").set("density", f"{density:g}")
         if walls or objects:
             collide_with_obstacles(root, ANT_BODY_GEOMS)
         add_walls(root, walls, wall_half_height)
@@ -72,7 +74,9 @@ class Ant(BraxGoalEnv):
         # Where each object's slide joints start in q (and qd) after the Ant's.
         self._object_q = [sum(len(o.axes) for o in objects[:i]) for i in range(len(objects))]
         self._object_dims = [len(o.axes) for o in objects]
-        self.state_size = ANT_Q + ANT_QD + 4 * self.num_objects
+        self.observe_object_velocity = observe_object_velocity
+        per_object = 4 if observe_object_velocity else 2
+        self.state_size = ANT_Q + ANT_QD + per_object * self.num_objects
         self.reset_noise = reset_noise
         self.target_distance = target_distance
 
@@ -99,7 +103,8 @@ class Ant(BraxGoalEnv):
     def observe_state(self, pipeline_state, action: jax.Array) -> jax.Array:
         q, qd = pipeline_state.q, pipeline_state.qd
         objects_xy = [q[ANT_Q + at:ANT_Q + at + 2] for at in self._object_q]
-        objects_vxy = [qd[ANT_QD + at:ANT_QD + at + 2] for at in self._object_q]
+        objects_vxy = ([qd[ANT_QD + at:ANT_QD + at + 2] for at in self._object_q]
+                       if self.observe_object_velocity else [])
         return jnp.concatenate([q[:ANT_Q], qd[:ANT_QD], *objects_xy, *objects_vxy])
 
     def terminated(self, pipeline_state) -> jax.Array:
@@ -155,19 +160,31 @@ PUSH_BLOCK_CELL = (2, 2)  # the only way from the start to either goal cell
 
 
 class AntPush(MazeArena, Ant):
-    """A block fills the cell between the Ant and both goal cells (scale 8, as in the benchmark's
-    corridor): the Ant must push it aside to get through. The goal is the torso (x, y)."""
+    """A block fills the cell between the Ant and both goal cells (scale 8): the Ant must push
+    it aside to get through. The goal is the torso (x, y). As in the paper's code: this layout,
+    a 7.2 x 7.2 x 3.6 m block of ``block_mass`` (0.2 g), an Ant of density 40 (Brax's is 5),
+    and goals at (16, 8) or (8, 16) from the start plus U[0, ``goal_offset``]^2."""
 
     default_scale = 8.0
 
-    def __init__(self, backend: str = "spring", scale: float | None = None, **kwargs):
+    def __init__(self, backend: str = "spring", scale: float | None = None,
+                 block_mass: float = 2e-4, goal_offset: float = 2.0, density: float = 40.0,
+                 **kwargs):
         scale = scale or self.default_scale
         half = 0.45 * scale
-        block = Pushable("block", pushable_geom(type="box", size=f"{half} {half} {0.2 * scale}",
-                                                mass=OBJECT_MASS, rgba="0.9 0.1 0.1 1"),
-                         height=0.2 * scale)
+        height = 0.225 * scale
+        block = Pushable("block", pushable_geom(type="box", size=f"{half} {half} {height}",
+                                                mass=f"{block_mass:g}", rgba="0.9 0.1 0.1 1"),
+                         height=height)
         self._block = jnp.asarray(cell_centres((PUSH_BLOCK_CELL,), scale))
-        super().__init__(PUSH_LAYOUT, scale=scale, backend=backend, objects=(block,), **kwargs)
+        self.goal_offset = goal_offset
+        super().__init__(PUSH_LAYOUT, scale=scale, backend=backend, objects=(block,),
+                         density=density, **kwargs)
+
+    def sample_start_and_goal(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+        cell_key, offset_key = jax.random.split(rng)
+        start, goal = super().sample_start_and_goal(cell_key)
+        return start, goal + jax.random.uniform(offset_key, (2,), maxval=self.goal_offset)
 
     def object_positions(self, rng: jax.Array, start: jax.Array,
                          goal: jax.Array) -> jax.Array:
