@@ -250,12 +250,12 @@ def _validate_agent(config: Config) -> None:
     except agents.UnknownAgentError as error:
         raise ConfigError(f"agent: {error}") from None
     defaults = Config()
+    # A resolved config carries critic_depth = depth and critic_width = width, which are no
+    # choice of the user's.
+    resolved_from = {"critic_depth": config.depth, "critic_width": config.width}
     for name in agents.AGENT_OPTIONS:
         value, default = getattr(config, name), getattr(defaults, name)
-        # A resolved config carries critic_depth = depth and critic_width = width, which are
-        # no choice of the user's.
-        unchanged = (value == default or (name == "critic_depth" and value == config.depth)
-                     or (name == "critic_width" and value == config.width))
+        unchanged = value == default or (name in resolved_from and value == resolved_from[name])
         if name not in spec.options and not unchanged:
             users = [agent for agent, other in agents.REGISTRY.items() if name in other.options]
             flag = "--" + name.replace("_", "-")
@@ -604,12 +604,11 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     if unknown:
         raise ConfigError(f"unknown config fields {', '.join(unknown)} (written by another "
                           "version of crl?)")
-    if "episode_length" in values and "reset" not in values:
-        # Saved before reset modes existed, when every env re-sampled its episodes.
-        values = {**values, "reset": "resample"}
-    if "episode_length" in values:  # resolved, but maybe saved before per-family widths
-        values = {"actor_width": values.get("width", Config.width),
-                  "critic_width": values.get("width", Config.width), **values}
+    if "episode_length" in values:
+        # A resolved config saved before reset modes (when every env re-sampled its episodes)
+        # or per-family widths existed: their values then.
+        width = values.get("width", Config.width)
+        values = {"reset": "resample", "actor_width": width, "critic_width": width, **values}
     return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 

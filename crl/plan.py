@@ -252,7 +252,7 @@ def _nbytes(tree: Any) -> float:
 
 @functools.lru_cache(maxsize=8)
 def _env_facts(env: str, backend: str, layout: str | None, episode_length: int,
-               reset: str = "resample") -> tuple[EnvSizes, float]:
+               reset: str) -> tuple[EnvSizes, float]:
     """The env's sizes and the bytes of one env's state (traced, not compiled)."""
     goal_env = get_spec(env).make(backend, layout)
     batch = EpisodeBatch(goal_env, episode_length, reset)
@@ -267,7 +267,7 @@ def _agent_bytes(config: Config, data_devices: int) -> tuple[float, float]:
     networks, ...). Both are linear in the number of residual blocks of the actor and of the
     critic, so three traced ``init``s (at 1 and 2 blocks) give them at every depth, exactly."""
     shape = dataclasses.replace(Config(), **{name: getattr(config, name) for name in (
-        "agent", "her", "env", "backend", "maze_layout", "episode_length", "width",
+        "agent", "her", "env", "backend", "maze_layout", "episode_length", "reset", "width",
         "actor_width", "critic_width", "actor_layer_norm", "critic_layer_norm", "repr_dim",
         "compute_dtype")})
     base = _traced_bytes(shape, 4, 4, data_devices)
@@ -284,7 +284,9 @@ def _traced_bytes(shape: Config, actor_depth: int, critic_depth: int,
                   data_devices: int) -> tuple[float, float]:
     config = dataclasses.replace(shape, depth=4, actor_depth=actor_depth,
                                  critic_depth=critic_depth)
-    sizes, _ = _env_facts(config.env, config.backend, config.maze_layout, config.episode_length)
+    # The arguments of make_plan's call: the env built there is this one.
+    sizes, _ = _env_facts(config.env, config.backend, config.maze_layout, config.episode_length,
+                          config.reset)
     shapes = jax.eval_shape(make_agent(config, sizes, data_devices).init, jax.random.PRNGKey(0))
     params = _nbytes(shapes.params)
     return params, _nbytes(shapes) - params

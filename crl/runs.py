@@ -20,6 +20,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -201,15 +202,20 @@ def remove_run_files(path: Path) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-def write_text_atomically(file: Path, text: str) -> None:
-    """Replace ``file`` in one rename, so a crash or a full disk leaves the old text whole."""
+def write_atomically(file: Path, write: Callable[[Path], None]) -> None:
+    """Replace ``file`` in one rename of what ``write(partial path)`` wrote, so a crash or a
+    full disk leaves the old file whole (or none, and no partial one)."""
     partial = file.with_name(file.name + ".partial")
     try:
-        partial.write_text(text)
+        write(partial)
         os.replace(partial, file)
     except OSError as error:
         partial.unlink(missing_ok=True)
         raise write_error(file, error) from None
+
+
+def write_text_atomically(file: Path, text: str) -> None:
+    write_atomically(file, lambda partial: partial.write_text(text))
 
 
 DATASET_FILE = "buffer.npz"
@@ -219,14 +225,12 @@ def write_dataset(path: Path, steps: dict[str, np.ndarray], goal_indices: tuple[
     """The replay buffer's steps as ``<run>/buffer.npz`` (``--save-buffer``; docs/runs.md), in one
     rename: a full disk leaves no partial file."""
     file = Path(path) / DATASET_FILE
-    partial = file.with_name(file.name + ".partial")
-    try:
-        with open(partial, "wb") as out:
+
+    def write(partial: Path) -> None:
+        with open(partial, "wb") as out:  # a file object: np.savez would add ".npz" to a path
             np.savez(out, **steps, goal_indices=np.asarray(goal_indices, np.int32))
-        os.replace(partial, file)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        raise write_error(file, error) from None
+
+    write_atomically(file, write)
     return file
 
 

@@ -134,6 +134,14 @@ class Agent:
         """The entropy bonus's weight: exp(log_alpha), or 0 with --no-entropy."""
         return jnp.exp(log_alpha) if self.config.entropy else jnp.zeros_like(log_alpha)
 
+    def step_temperature(self, optimizer: optax.GradientTransformation, log_alpha: jax.Array,
+                         grad: jax.Array, opt_state: optax.OptState
+                         ) -> tuple[jax.Array, optax.OptState]:
+        """The temperature's update; with --no-entropy it stays where it is, unused."""
+        if not self.config.entropy:
+            return log_alpha, opt_state
+        return apply_gradients(optimizer, log_alpha, grad, opt_state)
+
     def network_inputs(self, batch: dict[str, jax.Array]) -> dict[str, tuple[ResidualMLP,
                                                                            jax.Array]]:
         """Every residual network, by its path in ``params``, with what it reads on ``batch``."""

@@ -144,10 +144,8 @@ class ContrastiveRL(Agent):
                                                   state.actor_opt)
         critic_params, critic_opt = apply_gradients(opt["critic"], params["critic"],
                                                     critic_grads, state.critic_opt)
-        log_alpha, alpha_opt = apply_gradients(opt["alpha"], state.log_alpha, alpha_grad,
-                                               state.alpha_opt)
-        if not cfg.entropy:  # the temperature stays where it is, unused
-            log_alpha, alpha_opt = state.log_alpha, state.alpha_opt
+        log_alpha, alpha_opt = self.step_temperature(opt["alpha"], state.log_alpha, alpha_grad,
+                                                     state.alpha_opt)
         new_params = {"actor": actor_params, "critic": critic_params}
         health = self.block_health({"actor": actor_grads, "critic": critic_grads}, params,
                                    new_params)

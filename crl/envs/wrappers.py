@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from brax.envs.base import State, Wrapper
 from jax.sharding import PartitionSpec
 
+from crl.envs import RESET_MODES
 from crl.envs.base import GoalEnv
 
 _OWN_INFO = ("steps", "traj_id", "rng", "terminated", "first")
@@ -52,8 +53,8 @@ class EpisodeBatch(Wrapper):
 
     def __init__(self, env: GoalEnv, episode_length: int, reset: str = "resample"):
         super().__init__(env)
-        if reset not in ("first_state", "resample"):
-            raise ValueError(f"reset={reset!r} is unknown; valid: first_state, resample")
+        if reset not in RESET_MODES:
+            raise ValueError(f"reset={reset!r} is unknown; valid: {', '.join(RESET_MODES)}")
         self.episode_length = episode_length
         self.reset_mode = reset
         self._reset = per_device(jax.vmap(env.reset))
