@@ -65,6 +65,22 @@ def test_the_humanoids_big_eval_maze_is_the_papers():
     assert humanoid.rows[:2] + humanoid.rows[3:] == ant.rows[:2] + ant.rows[3:]
 
 
+@pytest.mark.parametrize(("layout", "corridor"), [("u2_maze", 4 + 1 + 4), ("u3_maze", 5 + 1 + 5),
+                                                  ("u6_maze", 2 + 4 + 3 + 5 + 1),
+                                                  ("u7_maze", 2 + 3 + 3 + 4 + 1)])
+def test_the_papers_other_ant_u_mazes_and_their_eval_variants(layout, corridor):
+    """The paper code's ant_u2/u3/u6/u7 mazes: one corridor of the length counted by hand from
+    its layouts, a goal in every cell but the start's; the _eval variant keeps the walls and
+    the start and only the goals of the corridor's second half."""
+    train, evaluation = load_layout(layout), load_layout(f"{layout}_eval")
+    path = forward_path(train)
+    assert len(path) == corridor and set(train.goals) == set(path[1:])
+    assert np.array_equal(train.walls, evaluation.walls) and train.start == evaluation.start
+    assert set(evaluation.goals) <= set(path[len(path) // 2:])
+    assert f"ant_{layout}" in envs.ENV_NAMES and f"ant_{layout}_eval" in envs.ENV_NAMES
+    assert envs.get_spec(f"ant_{layout}").reset == "first_state"
+
+
 @pytest.mark.parametrize("name", envs.MAZE_LAYOUTS + envs.OWN_LAYOUTS)
 def test_every_goal_cell_is_reachable_from_the_start(name):
     layout = load_layout(name)

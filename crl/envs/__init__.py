@@ -22,9 +22,13 @@ BACKENDS = ("spring", "positional", "generalized", "mjx")
 RESET_MODES = ("first_state", "resample")
 MAZE_LAYOUTS = ("u_maze", "u_maze_eval", "u4_maze", "u4_maze_eval", "u5_maze", "u5_maze_eval",
                 "big_maze", "big_maze_eval", "hardest_maze")
+# The paper code's other U mazes, which only its Ant runs (ant_u2_maze, ...); the stitching tasks
+# run on their corridors too.
+ANT_LAYOUTS = ("u2_maze", "u2_maze_eval", "u3_maze", "u3_maze_eval", "u6_maze", "u6_maze_eval",
+               "u7_maze", "u7_maze_eval")
 # Packaged layouts (crl/envs/mazes.txt) besides those every maze family has: the Humanoid's own
-# Big Maze for evaluation, and the U2 and U3 mazes of the stitching tasks.
-OWN_LAYOUTS = ("humanoid_big_maze_eval", "u2_maze", "u3_maze")
+# Big Maze for evaluation, and the Ant's.
+OWN_LAYOUTS = ("humanoid_big_maze_eval", *ANT_LAYOUTS)
 # The stitching tasks of the paper's code, by its names: ant_<layout>_gen_<k>f[<k>f...] starts
 # and ends each episode k cells apart along a one-corridor maze (crl.envs.maze.forward_pairs).
 STITCHING = re.compile(r"ant_(?P<layout>[a-z0-9]+_maze)_gen_(?P<distances>(?:[0-9]+f)+)")
@@ -92,7 +96,7 @@ REGISTRY: dict[str, EnvSpec] = {
     "ant": EnvSpec("crl.envs.ant:Ant"),
     "ant_ball": EnvSpec("crl.envs.ant:AntBall"),
     "ant_push": EnvSpec("crl.envs.ant:AntPush"),
-    **_mazes("ant", "crl.envs.ant:AntMaze", MAZE_LAYOUTS),
+    **_mazes("ant", "crl.envs.ant:AntMaze", MAZE_LAYOUTS + ANT_LAYOUTS),
     "humanoid": EnvSpec("crl.envs.humanoid:Humanoid"),
     **_mazes("humanoid", "crl.envs.humanoid:HumanoidMaze", HUMANOID_MAZE_LAYOUTS),
     "humanoid_big_maze_eval": EnvSpec("crl.envs.humanoid:HumanoidMaze",
