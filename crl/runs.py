@@ -42,6 +42,13 @@ CHECKPOINT_DIR = "checkpoints"
 WANDB_ID_FILE = "wandb_id"
 LOCK_FILE = "lock"
 SEEDS_FILE = "seeds.json"  # in each run of a --seeds group: the group's seeds and name
+# Exit codes of `python -m crl.train` (2: invalid input, before anything is written), which
+# launchers (crl.sweep's jobs) read without importing JAX's side of crl.
+EXIT_PREEMPTED = 3  # stopped by a signal (SIGTERM, SIGUSR1/2, Ctrl-C) after checkpointing
+EXIT_DIVERGED = 4  # a non-finite loss or parameter: the last good checkpoint is kept
+EXIT_WRITE_FAILED = 5  # a file of the run could not be written (disk full): resume once fixed
+EXIT_OUT_OF_MEMORY = 6  # a device ran out of memory: what was checkpointed is intact
+EXIT_INTERRUPTED = 130  # Ctrl-C outside training, or twice: the last checkpoint is intact
 
 
 class RunError(ValueError):

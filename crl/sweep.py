@@ -253,17 +253,15 @@ class TrainJob(submitit.helpers.Checkpointable):
     def wait(self) -> dict[str, Any]:
         """Wait for the training process; the run's last metrics, or an error naming the run,
         the exit code and what to do."""
-        from crl.train import EXIT_DIVERGED, EXIT_PREEMPTED
-
         if self._child is not None:
             # Polled, not a blocking wait, so that checkpoint() can run in a signal handler.
             while self._child.poll() is None:
                 time.sleep(1.0)
             code = self._child.returncode
-            if code == EXIT_PREEMPTED:
+            if code == runs.EXIT_PREEMPTED:
                 raise RuntimeError(f"{self.run_path} was stopped by a signal and checkpointed; "
                                    "re-run the sweep command (or requeue) to resume it")
-            if code == EXIT_DIVERGED:
+            if code == runs.EXIT_DIVERGED:
                 raise RuntimeError(f"{self.run_path} diverged (exit code {code}); see its log")
             if code != 0:
                 raise RuntimeError(f"python -m crl.train for {self.run_path} exited with code "

@@ -55,15 +55,16 @@ from crl.envs.base import goal_distance, split_observation
 from crl.envs.wrappers import EpisodeBatch
 from crl.preemption import Preempted, PreemptionWatch
 from crl.render import render_policy
+
+# The exit codes of `python -m crl.train` (crl.runs: launchers read them without JAX).
+from crl.runs import (
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    EXIT_OUT_OF_MEMORY,
+    EXIT_PREEMPTED,
+    EXIT_WRITE_FAILED,
+)
 from crl.tracking import WandbRun
-
-# Exit codes of `python -m crl.train` (2: invalid input, before anything is written).
-EXIT_PREEMPTED = 3  # stopped by a signal (SIGTERM, SIGUSR1/2, Ctrl-C) after checkpointing
-EXIT_DIVERGED = 4  # a non-finite loss or parameter: the last good checkpoint is kept
-EXIT_WRITE_FAILED = 5  # a file of the run could not be written (disk full): resume once fixed
-EXIT_OUT_OF_MEMORY = 6  # a device ran out of memory: what was checkpointed is intact
-EXIT_INTERRUPTED = 130  # Ctrl-C outside training, or twice: the last checkpoint is intact
-
 
 EASY_RADIUS = 2.0
 

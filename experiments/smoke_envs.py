@@ -2,6 +2,7 @@
 
     python experiments/smoke_envs.py                   # every name (aliases once)
     python experiments/smoke_envs.py --names reacher,ant_push --fast-compile
+    python experiments/smoke_envs.py --names humanoid,reacher:mjx   # name:backend, a pipeline
 
 Each run goes through ``crl.train.main`` exactly as the command line does, with the smallest
 sizes (2 envs, width 16, 10-step episodes), in one process so that JAX starts once. Compilation
@@ -35,7 +36,9 @@ TINY = ["--depth", "4", "--width", "16", "--repr-dim", "8", "--num-envs", "2", "
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--names", default="", help="comma-separated env names (default: all)")
+    parser.add_argument("--names", default="",
+                        help="comma-separated env names, each optionally name:backend "
+                             "(default: every name on its default pipeline)")
     parser.add_argument("--fast-compile", action="store_true",
                         help="compile with XLA's cheapest settings")
     parser.add_argument("--compile-cache", default="", help="JAX compilation cache ('' = off)")
@@ -51,13 +54,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="crl-smoke-") as run_dir:
         for name in names:
             start = time.perf_counter()
-            argv = ["--env", name, *TINY, "--run-dir", run_dir, "--run-name", name,
+            env, _, backend = name.partition(":")
+            argv = ["--env", env, *(["--backend", backend] if backend else []), *TINY,
+                    "--run-dir", run_dir, "--run-name", name.replace(":", "_"),
                     "--compile-cache", args.compile_cache]
             log = io.StringIO()
             try:
                 with contextlib.redirect_stdout(log):
                     train.main(argv)
-                metrics = runs.read_metrics(Path(run_dir) / name)
+                metrics = runs.read_metrics(Path(run_dir) / name.replace(":", "_"))
                 if [m["epoch"] for m in metrics] != [0, 1]:
                     raise RuntimeError(f"metrics of epochs {[m['epoch'] for m in metrics]}")
                 status = f"ok   critic_loss={metrics[1]['train/critic_loss']:.3f}"

@@ -350,18 +350,22 @@ def test_options_of_another_agent_are_refused_in_one_line(tmp_path, capsys, args
 
 # ------------------------------------------------------------ learning
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["point_quick_sac_her", "point_quick_td3_her",
-                                    "point_quick_gcbc"])
-def test_a_baseline_learns_point_u_maze(tmp_path, compile_cache, optimised_compile, preset):
-    """The first 3 epochs of the agent's preset (the README's quick run for crl): success rises
-    from the initial policy's level to at least half of the episodes."""
+@pytest.mark.parametrize(("preset", "epochs"), [("point_quick_sac_her", 2),
+                                               ("point_quick_td3_her", 2),
+                                               ("point_quick_gcbc", 3)])
+def test_a_baseline_learns_point_u_maze(tmp_path, compile_cache, optimised_compile, preset,
+                                        epochs):
+    """The first epochs of the agent's preset (the README's quick run for crl): success rises
+    from the initial policy's level to at least half of the episodes (GCBC, the slowest to
+    learn here, in 3 epochs; SAC and TD3 with HER in 2)."""
     from crl.config import PRESETS
 
     base = PRESETS[preset]
     epoch_steps = base.resolved().training_steps_per_epoch * base.env_steps_per_training_step
     config = validate(dataclasses.replace(
-        base, num_epochs=3, total_env_steps=base.min_replay_size * base.num_envs
-        + 3 * epoch_steps, run_dir=str(tmp_path), compile_cache=compile_cache, render=False))
+        base, num_epochs=epochs, total_env_steps=base.min_replay_size * base.num_envs
+        + epochs * epoch_steps, run_dir=str(tmp_path), compile_cache=compile_cache,
+        render=False))
     assert config.training_steps_per_epoch == base.resolved().training_steps_per_epoch
     _, history = train(config, log=print)
     print("success_any by epoch:", [round(m["eval/success_any"], 3) for m in history])

@@ -59,14 +59,16 @@ def test_a_new_run_never_overwrites_an_existing_one(tiny_run):
 
 @pytest.mark.slow
 def test_point_u_maze_learns(tmp_path, compile_cache, optimised_compile):
-    """A shortened version of the README's first run: success rises from the initial policy's
-    level to at least one half of the episodes."""
-    config = validate(dataclasses.replace(PRESETS["point_quick"], total_env_steps=500_000,
-                                          num_epochs=10, run_dir=str(tmp_path),
+    """The README's first run, its first 5 epochs: success rises from the initial policy's
+    level to at least one half of the episodes in epochs 3 to 5."""
+    config = validate(dataclasses.replace(PRESETS["point_quick"], total_env_steps=250_000,
+                                          num_epochs=5, run_dir=str(tmp_path),
                                           compile_cache=compile_cache))
+    assert config.total_env_steps // config.num_epochs == (
+        PRESETS["point_quick"].total_env_steps // PRESETS["point_quick"].num_epochs)
     _, history = train(config, log=print)
     initial = history[0]["eval/success_any"]
-    best = max(m["eval/success_any"] for m in history[-4:])
+    best = max(m["eval/success_any"] for m in history[-3:])
     print("success_any by epoch:", [round(m["eval/success_any"], 3) for m in history])
     assert best >= 0.5 and best >= initial + 0.2
 
