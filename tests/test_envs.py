@@ -234,8 +234,9 @@ def test_registry_holds_every_task_of_the_paper_and_the_benchmark():
         spec = envs.get_spec(name)
         radius = {"reacher": 0.05, "pusher_easy": 0.1, "pusher_hard": 0.1}.get(name, 0.5)
         assert spec.success_radius == radius and spec.episode_length == 1000, name
-        # The paper's code runs Reacher and Pusher on spring too; Cheetah is the benchmark's.
-        default = "generalized" if name == "cheetah" else "spring"
+        # The paper's code runs Reacher and Pusher on spring too and ant_push on MJX; Cheetah
+        # is the benchmark's.
+        default = {"cheetah": "generalized", "ant_push": "mjx"}.get(name, "spring")
         assert spec.default_backend == default, name
     for name in ("ant_u_maze", "ant_big_maze", "humanoid_u_maze", "humanoid_big_maze"):
         assert f"{name}_eval" in envs.ENV_NAMES

@@ -95,7 +95,8 @@ REGISTRY: dict[str, EnvSpec] = {
     "cheetah": EnvSpec("crl.envs.cheetah:Cheetah", default_backend="generalized"),
     "ant": EnvSpec("crl.envs.ant:Ant"),
     "ant_ball": EnvSpec("crl.envs.ant:AntBall"),
-    "ant_push": EnvSpec("crl.envs.ant:AntPush"),
+    # MJX, as in the paper's code (its block of 0.2 g).
+    "ant_push": EnvSpec("crl.envs.ant:AntPush", default_backend="mjx"),
     **_mazes("ant", "crl.envs.ant:AntMaze", MAZE_LAYOUTS + ANT_LAYOUTS),
     "humanoid": EnvSpec("crl.envs.humanoid:Humanoid"),
     **_mazes("humanoid", "crl.envs.humanoid:HumanoidMaze", HUMANOID_MAZE_LAYOUTS),
