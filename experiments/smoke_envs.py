@@ -55,14 +55,15 @@ def main() -> int:
         for name in names:
             start = time.perf_counter()
             env, _, backend = name.partition(":")
+            run_name = name.replace(":", "_")
             argv = ["--env", env, *(["--backend", backend] if backend else []), *TINY,
-                    "--run-dir", run_dir, "--run-name", name.replace(":", "_"),
+                    "--run-dir", run_dir, "--run-name", run_name,
                     "--compile-cache", args.compile_cache]
             log = io.StringIO()
             try:
                 with contextlib.redirect_stdout(log):
                     train.main(argv)
-                metrics = runs.read_metrics(Path(run_dir) / name.replace(":", "_"))
+                metrics = runs.read_metrics(Path(run_dir) / run_name)
                 if [m["epoch"] for m in metrics] != [0, 1]:
                     raise RuntimeError(f"metrics of epochs {[m['epoch'] for m in metrics]}")
                 status = f"ok   critic_loss={metrics[1]['train/critic_loss']:.3f}"

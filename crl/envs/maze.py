@@ -193,11 +193,16 @@ def cell_centres(cells: tuple[tuple[int, int], ...], scale: float) -> np.ndarray
     return np.asarray(cells, np.float32).reshape(-1, 2) * scale
 
 
+def uniform_around(key: jax.Array, centre: jax.Array, noise: float) -> jax.Array:
+    """``centre`` (x, y) plus uniform noise in [-noise, noise]^2."""
+    return centre + jax.random.uniform(key, (2,), minval=-noise, maxval=noise)
+
+
 def sample_goal(key: jax.Array, centres: jax.Array, noise: float) -> jax.Array:
     """A uniformly chosen goal cell's centre plus uniform noise in [-noise, noise]^2."""
     cell_key, noise_key = jax.random.split(key)
     cell = jax.random.randint(cell_key, (), 0, centres.shape[0])
-    return centres[cell] + jax.random.uniform(noise_key, (2,), minval=-noise, maxval=noise)
+    return uniform_around(noise_key, centres[cell], noise)
 
 
 class MazeArena:
@@ -234,8 +239,7 @@ class MazeArena:
             pair_key, noise_key = jax.random.split(rng)
             pair = jax.random.choice(pair_key, len(self._pair_probability),
                                      p=jnp.asarray(self._pair_probability))
-            noise = jax.random.uniform(noise_key, (2,), minval=-self.goal_noise,
-                                       maxval=self.goal_noise)
-            return jnp.asarray(self._pair_starts)[pair], jnp.asarray(self._pair_goals)[pair] + noise
+            return jnp.asarray(self._pair_starts)[pair], uniform_around(
+                noise_key, jnp.asarray(self._pair_goals)[pair], self.goal_noise)
         return jnp.asarray(self._start), sample_goal(rng, jnp.asarray(self._goals),
                                                      self.goal_noise)

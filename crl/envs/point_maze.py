@@ -14,7 +14,7 @@ import numpy as np
 from brax.envs.base import State
 
 from crl.envs.base import GoalEnv
-from crl.envs.maze import cell_centres, load_layout, sample_goal
+from crl.envs.maze import cell_centres, load_layout, sample_goal, uniform_around
 
 # Keeps a stopped point strictly outside the wall cell whose face it touches.
 _CONTACT_GAP = 1e-3
@@ -49,8 +49,7 @@ class PointMaze(GoalEnv):
 
     def sample_start_and_goal(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
         start_key, goal_key = jax.random.split(rng)
-        start = self._start + jax.random.uniform(start_key, (2,), minval=-self.start_noise,
-                                                 maxval=self.start_noise)
+        start = uniform_around(start_key, self._start, self.start_noise)
         return start, sample_goal(goal_key, self._goals, self.goal_noise)
 
     def reset(self, rng: jax.Array) -> State:
