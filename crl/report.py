@@ -5,7 +5,8 @@ Reads every run's ``metrics.jsonl`` and writes, next to the figure:
 - ``<figure>_runs.csv``: one row per run: its status, the final and the best value of the
   metric (default ``eval/success``, the time at goal) and its final ``eval/success_any``;
 - ``<figure>.csv``: one row per task, agent, other swept options and depth: the mean over the
-  finished seeds of the final and of the best value, each with a 95% bootstrap interval;
+  finished seeds of the final and of the best value of the metric and of ``eval/success_any``,
+  each with a 95% bootstrap interval;
 - the figure: the final value against depth (log-scale axis), one line per task and agent (and
   other swept options), in the style of the paper's Figure 1.
 
@@ -50,13 +51,14 @@ class RunResult:
     final: float  # the metric at the last epoch logged
     best: float  # the best value of the metric over the logged epochs
     final_success_any: float
+    best_success_any: float
 
 
 def _not_started(name: str, entry: dict) -> RunResult:
     """A run of a sweep's ``sweep.json`` that has not written anything yet."""
     return RunResult(name, entry["env"], entry.get("agent", "crl"), entry["depth"], entry["seed"],
                      _options_label(entry["values"]), "not started", 0, 0, 0, np.nan, np.nan,
-                     np.nan)
+                     np.nan, np.nan)
 
 
 def _options_label(values: dict[str, str]) -> str:
@@ -82,19 +84,25 @@ def read_run(path: Path, metric: str, values: dict[str, str] | None = None) -> R
         status="finished" if last["epoch"] >= config.num_epochs else "in progress",
         epoch=last["epoch"], num_epochs=config.num_epochs, env_steps=last["env_steps"],
         final=float(last[metric]), best=float(max(m[metric] for m in history)),
-        final_success_any=float(last.get("eval/success_any", np.nan)))
+        final_success_any=float(last.get("eval/success_any", np.nan)),
+        best_success_any=max((float(m["eval/success_any"]) for m in history
+                              if "eval/success_any" in m), default=np.nan))
 
 
 def collect(paths: list[Path], metric: str) -> list[RunResult]:
     """Every run under ``paths``: sweep directories (their sweep.json lists runs not started
-    yet too), run directories, or directories holding run directories."""
-    from crl.sweep import read_sweep
+    yet too), run directories, directories holding run directories, or a study: a directory
+    holding sweep directories."""
+    from crl.sweep import SWEEP_FILE, read_sweep
 
     results = []
     for path in paths:
         path = Path(path).expanduser()
         sweep = read_sweep(path)
-        if sweep is not None:
+        sweeps = sorted(p.parent for p in path.glob(f"*/{SWEEP_FILE}")) if path.is_dir() else []
+        if sweep is None and sweeps:
+            results += collect(sweeps, metric)
+        elif sweep is not None:
             for name, entry in sweep["runs"].items():
                 run_path = path / name
                 results.append(read_run(run_path, metric, entry["values"])
@@ -140,13 +148,11 @@ def aggregate(results: list[RunResult]) -> list[dict[str, object]]:
                                   "finished": len(finished),
                                   "in_progress": sum(r.status == "in progress" for r in group),
                                   "not_started": sum(r.status == "not started" for r in group)}
-        for name in ("final", "best"):
+        for name in ("final", "best", "final_success_any", "best_success_any"):
             values = np.array([getattr(r, name) for r in finished])
             low, high = bootstrap_interval(values)
             row |= {f"{name}_mean": float(values.mean()) if len(values) else np.nan,
                     f"{name}_ci_low": low, f"{name}_ci_high": high}
-        row["final_success_any_mean"] = (float(np.mean([r.final_success_any for r in finished]))
-                                         if finished else np.nan)
         rows.append(row)
     return rows
 
@@ -212,7 +218,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser = argparse.ArgumentParser(prog="python -m crl.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path,
-                        help="sweep directories, run directories or directories of runs")
+                        help="sweep directories, run directories, directories of runs, or "
+                             "directories of sweeps (a study)")
     parser.add_argument("-o", "--output", type=Path, default=Path("depth_scaling.png"),
                         help="the figure (PNG, PDF or SVG); the CSV tables go next to it")
     parser.add_argument("--metric", default="eval/success",
@@ -231,7 +238,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     plot(output, rows, results, args.metric)
 
     shown = ("env", "agent", "options", "depth", "finished", "in_progress", "not_started",
-             "final_mean", "final_ci_low", "final_ci_high", "best_mean")
+             "final_mean", "final_ci_low", "final_ci_high", "best_mean",
+             "final_success_any_mean", "final_success_any_ci_low", "final_success_any_ci_high")
     widths = {k: max(len(k), *(len(_format(r[k])) for r in rows)) for k in shown}
     print("  ".join(k.ljust(widths[k]) for k in shown))
     for row in rows:

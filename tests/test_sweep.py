@@ -278,16 +278,30 @@ def test_a_signalled_job_checkpoints_and_its_requeued_job_resumes(tmp_path, comp
 
 
 # ---------------------------------------------------------------- the report
-def fake_run(sweep_dir: Path, depth: int, seed: int, finals: list[float], num_epochs: int = 3):
-    """A run directory with a config and ``finals`` as the eval/success of epochs 0, 1, ..."""
+def fake_run(sweep_dir: Path, depth: int, seed: int, finals: list[float], num_epochs: int = 3,
+             success_any: list[float] | None = None):
+    """A run directory with a config and ``finals`` as the eval/success of epochs 0, 1, ...
+    (and ``success_any`` as their eval/success_any; by default min(eval/success, 1))."""
     name = f"point_u_maze_d{depth}_s{seed}"
     path = sweep_dir / name
     path.mkdir(parents=True)
     runs.write_config(path, Config(env="point_u_maze", depth=depth, seed=seed,
                                    num_epochs=num_epochs).resolved())
+    success_any = success_any or [min(v, 1.0) for v in finals]
     runs.write_metrics(path, [{"epoch": e, "env_steps": 100 * e, "eval/success": v,
-                               "eval/success_any": min(v, 1.0)} for e, v in enumerate(finals)])
+                               "eval/success_any": a}
+                              for e, (v, a) in enumerate(zip(finals, success_any, strict=True))])
     return name
+
+
+def write_sweep_record(sweep_dir: Path, names: list[str]) -> None:
+    """The sweep.json crl.sweep would have written for runs named <env>_d<depth>_s<seed>."""
+    entries = {}
+    for name in names:
+        depth, seed = (int(part[1:]) for part in name.split("_")[-2:])
+        entries[name] = {"env": "point_u_maze", "depth": depth, "seed": seed,
+                         "values": {"depth": str(depth), "seed": str(seed)}}
+    (sweep_dir / sweep.SWEEP_FILE).write_text(json.dumps({"base": [], "runs": entries}))
 
 
 def test_report_averages_finished_seeds_and_shows_the_others_as_they_are(tmp_path):
@@ -298,11 +312,7 @@ def test_report_averages_finished_seeds_and_shows_the_others_as_they_are(tmp_pat
     for seed, finals in enumerate([[0, 20, 30, 40], [0, 10, 50]]):  # seed 1 in progress
         entries[fake_run(sweep_dir, 16, seed, finals)] = {}
     entries["point_u_maze_d16_s2"] = {}  # not started
-    for name in entries:  # as crl.sweep records them
-        depth, seed = (int(part[1:]) for part in name.split("_")[-2:])
-        entries[name] = {"env": "point_u_maze", "depth": depth, "seed": seed,
-                         "values": {"depth": str(depth), "seed": str(seed)}}
-    (sweep_dir / sweep.SWEEP_FILE).write_text(json.dumps({"base": [], "runs": entries}))
+    write_sweep_record(sweep_dir, list(entries))
 
     rows = report.main([str(sweep_dir), "-o", str(tmp_path / "out" / "scaling.png")])
     by_depth = {row["depth"]: row for row in rows}
@@ -321,6 +331,34 @@ def test_report_averages_finished_seeds_and_shows_the_others_as_they_are(tmp_pat
     with open(tmp_path / "out" / "scaling.csv") as f:
         assert len(list(csv.DictReader(f))) == 2
     assert (tmp_path / "out" / "scaling.png").stat().st_size > 10_000
+
+
+def test_report_reads_a_study_of_sweeps_with_success_any_intervals(tmp_path):
+    """A study directory holds sweep directories (docs/studies/<study>/<sweep>/): the report
+    reads them all, and gives eval/success_any's final and best means with intervals."""
+    study = tmp_path / "study"
+    first = [fake_run(study / "deep", 4, seed, [0, 10, 20, 20], success_any=history)
+             for seed, history in enumerate([[0, 0.5, 0.5, 0.25], [0, 0.75, 0.5, 0.5],
+                                             [0, 1.0, 0.5, 0.75]])]
+    write_sweep_record(study / "deep", first)
+    second = [fake_run(study / "deeper", 16, seed, [0, 30, 40, 40],
+                       success_any=[0, 0.25, 0.5, 1.0])
+              for seed in (0, 1)]
+    write_sweep_record(study / "deeper", second)
+    rows = report.main([str(study), "-o", str(tmp_path / "study.png")])
+    by_depth = {row["depth"]: row for row in rows}
+    assert sorted(by_depth) == [4, 16] and by_depth[4]["finished"] == 3
+    # Finals 0.25, 0.5, 0.75; bests 0.5, 0.75, 1.0.
+    assert by_depth[4]["final_success_any_mean"] == pytest.approx(0.5)
+    assert by_depth[4]["best_success_any_mean"] == pytest.approx(0.75)
+    low, high = by_depth[4]["final_success_any_ci_low"], by_depth[4]["final_success_any_ci_high"]
+    assert 0.25 <= low < 0.5 < high <= 0.75
+    assert by_depth[16]["final_success_any_mean"] == 1.0
+    assert by_depth[16]["final_success_any_ci_low"] == by_depth[16]["final_success_any_ci_high"]
+    with open(tmp_path / "study_runs.csv") as f:
+        per_run = list(csv.DictReader(f))
+    assert len(per_run) == 5
+    assert sorted(float(r["best_success_any"]) for r in per_run) == [0.5, 0.75, 1.0, 1.0, 1.0]
 
 
 def test_report_of_a_missing_directory_fails_in_one_line(tmp_path, capsys):
