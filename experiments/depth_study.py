@@ -1,0 +1,272 @@
+"""What a depth study keeps, what its critics learned, and whether its runs reproduce.
+
+A study is a directory of sweep directories (``crl.sweep --run-dir runs/<study> --name <sweep>``,
+one sweep per agent). Four steps, each a subcommand:
+
+- ``keep runs/<study> docs/studies/<study>``: copy what must last (each sweep's sweep.json, each
+  finished run's config.json and metrics.jsonl; never checkpoints) into the repository.
+- ``critics runs/<study> docs/studies/<study>``: needs the runs' checkpoints, so it runs where
+  they were trained. Q-value maps of the shallowest and the deepest critic of each agent for one
+  goal (the paper's Figure 9 layout) and every critic's corridor agreement
+  (``crl.viz.corridor_agreement``), written as a CSV that lasts without the checkpoints.
+- ``diagnostics docs/studies/<study>``: from the kept metrics alone, a table of what the
+  diagnostics say at the last epoch (representation rank, dormant units per block) and the
+  per-block and rank figures of seed 0 of each depth.
+- ``check docs/studies/<study> --sweep S --run R --epochs K``: trains the first K epochs of one
+  kept run again, from its sweep's recorded options, and compares each epoch's metric with the
+  kept seeds of that grid point: within seed noise, or not.
+
+``python -m crl.report docs/studies/<study> -o <figure>`` gives the table and depth figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from crl import runs
+from crl.report import bootstrap_interval
+from crl.sweep import SWEEP_FILE, read_sweep
+
+KEPT_FILES = (runs.CONFIG_FILE, runs.METRICS_FILE)
+
+
+def sweeps_of(study: Path) -> list[Path]:
+    found = sorted(p.parent for p in study.glob(f"*/{SWEEP_FILE}"))
+    if not found:
+        raise SystemExit(f"crl: error: {study} holds no sweep (no */{SWEEP_FILE})")
+    return found
+
+
+def finished_runs(sweep_dir: Path) -> list[Path]:
+    """The sweep's runs that logged their last epoch, in the sweep's order."""
+    done = []
+    for name in read_sweep(sweep_dir)["runs"]:
+        path = sweep_dir / name
+        if (path / runs.CONFIG_FILE).is_file():
+            history = runs.read_metrics(path)
+            if history and history[-1]["epoch"] >= runs.load_config(path).num_epochs:
+                done.append(path)
+    return done
+
+
+def keep(source: Path, destination: Path) -> None:
+    for sweep_dir in sweeps_of(source):
+        target = destination / sweep_dir.name
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(sweep_dir / SWEEP_FILE, target / SWEEP_FILE)
+        done = finished_runs(sweep_dir)
+        for path in done:
+            (target / path.name).mkdir(exist_ok=True)
+            for name in KEPT_FILES:
+                shutil.copy2(path / name, target / path.name / name)
+        left = sorted(set(read_sweep(sweep_dir)["runs"]) - {p.name for p in done})
+        print(f"{sweep_dir.name}: kept {len(done)} finished runs"
+              + (f"; not finished (not kept): {', '.join(left)}" if left else ""))
+
+
+# ------------------------------------------------------------------------------ critics
+def critics(source: Path, destination: Path, goal_cell: tuple[int, int] | None,
+            figure_dir: Path) -> None:
+    from crl import viz
+
+    rows, maps = [], defaultdict(dict)
+    for sweep_dir in sweeps_of(source):
+        for path in finished_runs(sweep_dir):
+            env, run = viz.load_maze_run(path)
+            if not run.agent.has_critic:
+                continue
+            q_map = viz.q_value_map(env, run, goal_cell=goal_cell)
+            agreement = viz.corridor_agreement(q_map)
+            rows.append({"sweep": sweep_dir.name, "run": path.name,
+                         "agent": runs.agent_label(run.config), "depth": run.config.depth,
+                         "seed": run.config.seed, "goal_cell": str(q_map.goal_cell),
+                         **agreement})
+            maps[rows[-1]["agent"]][(run.config.depth, run.config.seed)] = q_map
+            print(f"{path.name}: corridor {agreement['corridor']:.3f}, "
+                  f"straight line {agreement['straight_line']:.3f}")
+    destination.mkdir(parents=True, exist_ok=True)
+    with open(destination / "corridor_agreement.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    for agent, by_point in maps.items():
+        depths = sorted({depth for depth, _ in by_point})
+        seed = min(seed for _, seed in by_point)
+        shown = [by_point[depth, seed] for depth in (depths[0], depths[-1])
+                 if (depth, seed) in by_point]
+        name = f"q_values_{agent.replace('+', '_')}_d{depths[0]}_vs_d{depths[-1]}.png"
+        print("wrote", viz.save_figure(viz.compare_q_values(shown), figure_dir / name))
+
+
+def agreement_table(study: Path) -> list[dict[str, object]]:
+    """Mean corridor and straight-line agreement per agent and depth, with intervals."""
+    with open(study / "corridor_agreement.csv") as f:
+        rows = list(csv.DictReader(f))
+    groups = defaultdict(list)
+    for row in rows:
+        groups[row["agent"], int(row["depth"])].append(row)
+    table = []
+    for (agent, depth), group in sorted(groups.items()):
+        entry: dict[str, object] = {"agent": agent, "depth": depth, "seeds": len(group)}
+        for key in ("corridor", "straight_line"):
+            values = np.array([float(r[key]) for r in group])
+            low, high = bootstrap_interval(values)
+            entry |= {f"{key}_mean": values.mean(), f"{key}_ci_low": low, f"{key}_ci_high": high}
+        table.append(entry)
+    return table
+
+
+# -------------------------------------------------------------------------- diagnostics
+def last_diagnostics(history: list[dict]) -> dict[str, float]:
+    """The last epoch's representation ranks and dormant units (mean and worst block) of every
+    network the run diagnosed."""
+    last = history[-1]
+    out = {}
+    for key, value in last.items():
+        if not key.startswith("diag/"):
+            continue
+        name = key[len("diag/"):]
+        if name.endswith(("effective_rank", "feature_rank")):
+            out[name] = float(value)
+        elif name.endswith("dormant_fraction"):
+            out[name + "_mean"] = float(np.mean(value))
+            out[name + "_max"] = float(np.max(value))
+    return out
+
+
+def diagnostics(study: Path, figure_dir: Path) -> None:
+    from crl import viz
+
+    groups = defaultdict(list)
+    firsts = defaultdict(dict)
+    for sweep_dir in sweeps_of(study):
+        for path in finished_runs(sweep_dir):
+            config = runs.load_config(path)
+            agent = runs.agent_label(config)
+            groups[agent, config.depth].append(last_diagnostics(runs.read_metrics(path)))
+            firsts[agent].setdefault(config.depth, path)
+    rows = []
+    for (agent, depth), group in sorted(groups.items()):
+        row: dict[str, object] = {"agent": agent, "depth": depth, "seeds": len(group)}
+        for key in sorted(group[0]):
+            row[key] = float(np.mean([g[key] for g in group]))
+        rows.append(row)
+    keys = sorted({k for row in rows for k in row}, key=lambda k: (k not in ("agent", "depth",
+                                                                             "seeds"), k))
+    with open(study / "diagnostics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    for row in rows:
+        print(", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in row.items()))
+    for agent, by_depth in firsts.items():
+        paths = [by_depth[d] for d in sorted(by_depth)]
+        label = agent.replace("+", "_")
+        print("wrote", viz.save_figure(viz.plot_representation_rank(paths),
+                                       figure_dir / f"rank_{label}.png"))
+        print("wrote", viz.save_figure(viz.plot_block_health(paths),
+                                       figure_dir / f"block_health_{label}.png"))
+
+
+# -------------------------------------------------------------------------------- check
+def seed_noise(values: np.ndarray, scale: float) -> float:
+    """How far a rerun may land from the kept seeds and still be 'within seed noise': twice
+    their standard deviation, but at least a tenth of the metric's scale (an episode count of
+    64 alone gives a success rate a standard error near 0.06)."""
+    return max(2 * float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 0.1 * scale)
+
+
+def check(study: Path, sweep: str, run: str, epochs: int, metric: str) -> bool:
+    sweep_dir = study / sweep
+    record = read_sweep(sweep_dir)
+    if record is None or run not in record["runs"]:
+        raise SystemExit(f"crl: error: no run {run!r} in {sweep_dir / SWEEP_FILE}; runs: "
+                         f"{', '.join(record['runs']) if record else 'none'}")
+    kept = runs.load_config(sweep_dir / run)
+    if not 1 <= epochs <= kept.num_epochs:
+        raise SystemExit(f"crl: error: epochs={epochs} must be in 1..{kept.num_epochs}")
+    # The same epochs as the kept run: its prefill, then `epochs` of its training steps.
+    total = (kept.min_replay_size * kept.num_envs + epochs * kept.training_steps_per_epoch
+             // kept.training_steps_multiplier * kept.env_steps_per_training_step)
+    values = record["runs"][run]["values"]
+    point = [arg for key, value in values.items() for arg in (f"--{key.replace('_', '-')}",
+                                                              value)]
+    siblings = [sweep_dir / name for name, entry in record["runs"].items()
+                if {k: v for k, v in entry["values"].items() if k != "seed"}
+                == {k: v for k, v in values.items() if k != "seed"}
+                and (sweep_dir / name / runs.METRICS_FILE).is_file()]
+    with tempfile.TemporaryDirectory() as scratch:
+        command = [sys.executable, "-m", "crl.train", *record["base"], *point,
+                   "--num-epochs", str(epochs), "--total-env-steps", str(total),
+                   "--run-dir", scratch, "--run-name", "rerun"]
+        print(" ".join(command))
+        subprocess.run(command, check=True)
+        rerun = runs.read_metrics(Path(scratch) / "rerun")
+    scale = 1.0 if metric == "eval/success_any" else float(kept.episode_length)
+    ok = True
+    print(f"{metric}: epoch, rerun, kept {run}, kept seeds of the point (n={len(siblings)}), "
+          "allowed distance from their range")
+    for line in rerun[1:]:
+        epoch = line["epoch"]
+        seeds = np.array([runs.read_metrics(p)[epoch][metric] for p in siblings])
+        own = runs.read_metrics(sweep_dir / run)[epoch][metric]
+        slack = seed_noise(seeds, scale)
+        inside = seeds.min() - slack <= line[metric] <= seeds.max() + slack
+        ok &= inside
+        print(f"  {epoch}: {line[metric]:.3f}, {own:.3f}, {np.round(seeds, 3).tolist()}, "
+              f"±{slack:.3f}: {'within seed noise' if inside else 'OUTSIDE seed noise'}")
+    print("reproduced within seed noise" if ok else "NOT reproduced")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("keep")
+    p.add_argument("source", type=Path)
+    p.add_argument("destination", type=Path)
+    p = commands.add_parser("critics")
+    p.add_argument("source", type=Path)
+    p.add_argument("destination", type=Path)
+    p.add_argument("--goal-cell", type=int, nargs=2, default=None,
+                   help="default: the goal cell farthest from the start along the corridors")
+    p.add_argument("--figures", type=Path, default=None, help="default: <destination>/figures")
+    p = commands.add_parser("diagnostics")
+    p.add_argument("study", type=Path)
+    p.add_argument("--figures", type=Path, default=None, help="default: <study>/figures")
+    p = commands.add_parser("check")
+    p.add_argument("study", type=Path)
+    p.add_argument("--sweep", required=True)
+    p.add_argument("--run", required=True)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--metric", default="eval/success_any")
+    args = parser.parse_args(argv)
+    if args.command == "keep":
+        keep(args.source, args.destination)
+    elif args.command == "critics":
+        critics(args.source, args.destination, tuple(args.goal_cell) if args.goal_cell else None,
+                args.figures or args.destination / "figures")
+        for row in agreement_table(args.destination):
+            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                              for k, v in row.items()}))
+    elif args.command == "diagnostics":
+        diagnostics(args.study, args.figures or args.study / "figures")
+    else:
+        return 0 if check(args.study, args.sweep, args.run, args.epochs, args.metric) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
