@@ -7,8 +7,9 @@ one sweep per agent). Four steps, each a subcommand:
   finished run's config.json and metrics.jsonl; never checkpoints) into the repository.
 - ``critics runs/<study> docs/studies/<study>``: needs the runs' checkpoints, so it runs where
   they were trained. Q-value maps of the shallowest and the deepest critic of each agent for one
-  goal (the paper's Figure 9 layout) and every critic's corridor agreement
-  (``crl.viz.corridor_agreement``), written as a CSV that lasts without the checkpoints.
+  goal (the paper's Figure 9 layout); every critic's corridor agreement
+  (``crl.viz.corridor_agreement``) and where its replay buffer's states are (how much of the
+  data reaches the far goals), written as critics.csv, which lasts without the checkpoints.
 - ``diagnostics docs/studies/<study>``: from the kept metrics alone, a table of what the
   diagnostics say at the last epoch (representation rank, dormant units per block) and the
   per-block and rank figures of seed 0 of each depth.
@@ -38,6 +39,7 @@ from crl.report import bootstrap_interval
 from crl.sweep import SWEEP_FILE, read_sweep
 
 KEPT_FILES = (runs.CONFIG_FILE, runs.METRICS_FILE)
+CRITICS_FILE = "critics.csv"
 
 
 def sweeps_of(study: Path) -> list[Path]:
@@ -75,6 +77,41 @@ def keep(source: Path, destination: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ critics
+def coverage(xy: np.ndarray, layout, scale: float) -> dict[str, float]:
+    """Where states ``xy`` ([time, env, 2], world x, y) are in a maze: the fraction in the
+    layout's goal cells, the fraction of envs (columns) with one such state, and the farthest
+    cell reached, counted in cells from the start along the corridors."""
+    from crl.envs.maze import corridor_steps
+
+    cells = np.floor(xy / scale + 0.5).astype(int)
+    in_goal_cells = np.zeros(cells.shape[:-1], bool)
+    for row, column in layout.goals:
+        in_goal_cells |= (cells[..., 0] == row) & (cells[..., 1] == column)
+    steps = corridor_steps(layout)
+    reached = {tuple(cell) for cell in cells.reshape(-1, 2).tolist()}
+    return {"replay_far_fraction": float(in_goal_cells.mean()),
+            "replay_envs_reaching_far": float(in_goal_cells.any(0).mean()),
+            "replay_farthest_cells": max(steps.get(cell, 0) for cell in reached)}
+
+
+def replay_coverage(path: Path, env) -> dict[str, float]:
+    """``coverage`` of the states in the replay buffer of the run's last checkpoint, with the
+    evaluation env's goal cells (the far goals) as the cells counted. A critic can only learn
+    about states its data holds."""
+    import jax
+
+    from crl.buffer import stored_steps
+    from crl.checkpoint import Checkpoints
+    from crl.train import Trainer
+
+    trainer = Trainer(runs.load_config(path), jax.devices()[:1])
+    checkpoints = Checkpoints(path)
+    state, _ = checkpoints.restore(trainer, checkpoints.latest_epoch())
+    checkpoints.close()
+    xy = stored_steps(state.buffer)["state"][..., list(env.goal_indices[:2])]
+    return coverage(xy, env.layout, env.scale)
+
+
 def critics(source: Path, destination: Path, goal_cell: tuple[int, int] | None,
             figure_dir: Path) -> None:
     from crl import viz
@@ -90,12 +127,12 @@ def critics(source: Path, destination: Path, goal_cell: tuple[int, int] | None,
             rows.append({"sweep": sweep_dir.name, "run": path.name,
                          "agent": runs.agent_label(run.config), "depth": run.config.depth,
                          "seed": run.config.seed, "goal_cell": str(q_map.goal_cell),
-                         **agreement})
+                         **agreement, **replay_coverage(path, env)})
             maps[rows[-1]["agent"]][(run.config.depth, run.config.seed)] = q_map
-            print(f"{path.name}: corridor {agreement['corridor']:.3f}, "
-                  f"straight line {agreement['straight_line']:.3f}")
+            print(", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in rows[-1].items()))
     destination.mkdir(parents=True, exist_ok=True)
-    with open(destination / "corridor_agreement.csv", "w", newline="") as f:
+    with open(destination / CRITICS_FILE, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -108,9 +145,9 @@ def critics(source: Path, destination: Path, goal_cell: tuple[int, int] | None,
         print("wrote", viz.save_figure(viz.compare_q_values(shown), figure_dir / name))
 
 
-def agreement_table(study: Path) -> list[dict[str, object]]:
-    """Mean corridor and straight-line agreement per agent and depth, with intervals."""
-    with open(study / "corridor_agreement.csv") as f:
+def critics_table(study: Path) -> list[dict[str, object]]:
+    """Per agent and depth, the mean over seeds of each column of critics.csv, with intervals."""
+    with open(study / CRITICS_FILE) as f:
         rows = list(csv.DictReader(f))
     groups = defaultdict(list)
     for row in rows:
@@ -118,7 +155,8 @@ def agreement_table(study: Path) -> list[dict[str, object]]:
     table = []
     for (agent, depth), group in sorted(groups.items()):
         entry: dict[str, object] = {"agent": agent, "depth": depth, "seeds": len(group)}
-        for key in ("corridor", "straight_line"):
+        for key in ("corridor", "straight_line", "replay_far_fraction",
+                    "replay_envs_reaching_far", "replay_farthest_cells"):
             values = np.array([float(r[key]) for r in group])
             low, high = bootstrap_interval(values)
             entry |= {f"{key}_mean": values.mean(), f"{key}_ci_low": low, f"{key}_ci_high": high}
@@ -258,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "critics":
         critics(args.source, args.destination, tuple(args.goal_cell) if args.goal_cell else None,
                 args.figures or args.destination / "figures")
-        for row in agreement_table(args.destination):
+        for row in critics_table(args.destination):
             print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
                               for k, v in row.items()}))
     elif args.command == "diagnostics":

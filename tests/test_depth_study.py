@@ -104,3 +104,17 @@ def test_the_diagnostics_table_averages_the_last_epoch_over_seeds(tmp_path):
 ])
 def test_seed_noise(seeds, scale, expected):
     assert depth_study.seed_noise(np.array(seeds), scale) == pytest.approx(expected)
+
+
+def test_coverage_counts_states_in_the_far_goal_cells_and_the_farthest_corridor_cell():
+    from crl.envs.maze import load_layout
+
+    layout = load_layout("u4_maze_eval")  # start (2, 1); goals (4, 1), (5, 1), (5, 2), (5, 3)
+    scale = 4.0
+    # Two envs over three steps, as world (x, y) = cell * scale (+ a bit, inside the cell).
+    cells = np.array([[[2, 1], [2, 1]],
+                      [[1, 1], [5, 3]],    # env 1 at (5, 3): 7 cells from the start
+                      [[1, 3], [4, 1]]])   # env 1 at (4, 1): 10 cells, the farthest
+    found = depth_study.coverage(cells * scale + 0.3, layout, scale)
+    assert found == {"replay_far_fraction": 2 / 6, "replay_envs_reaching_far": 0.5,
+                     "replay_farthest_cells": 10}
