@@ -151,7 +151,9 @@ def check_train_flag(flag: str) -> None:
 
 
 def split_axes(groups: list[tuple[str, list[str]]]) -> tuple[list[str], dict[str, list[str]]]:
-    """Train options given once (``base``, as tokens) and swept ones (``axes``: flag -> values)."""
+    """Train options given once (``base``, as tokens) and swept ones (``axes``: flag -> values).
+    Depth and seed are always axes, even with one value, so that a later command can add
+    depths or seeds to the same sweep."""
     base: list[str] = []
     axes: dict[str, list[str]] = {}
     tuple_fields = {f.name for f in dataclasses.fields(Config) if "tuple" in str(f.type)}
@@ -160,7 +162,9 @@ def split_axes(groups: list[tuple[str, list[str]]]) -> tuple[list[str], dict[str
         flag = {"--depths": "--depth", "--seeds": "--seed"}.get(flag, flag)
         if flag in axes or flag in base:
             fail(f"{flag} is given twice")
-        if len(values) > 1 and _field_of(flag) not in tuple_fields and flag != "--preset":
+        if flag in ("--depth", "--seed") and len(values) == 1:
+            axes[flag] = values
+        elif len(values) > 1 and _field_of(flag) not in tuple_fields and flag != "--preset":
             if len(set(values)) < len(values):
                 fail(f"{flag} {' '.join(values)} repeats a value")
             axes[flag] = values

@@ -361,6 +361,22 @@ def test_report_reads_a_study_of_sweeps_with_success_any_intervals(tmp_path):
     assert sorted(float(r["best_success_any"]) for r in per_run) == [0.5, 0.75, 1.0, 1.0, 1.0]
 
 
+def test_a_sweep_of_one_depth_takes_more_depths_later(tmp_path):
+    """A single --depths (or --seeds) value is an axis like several, so the sweep's shared
+    options do not change when a later command adds depths: it records the new runs."""
+    for depths in (["16"], ["4", "16"]):
+        argv = ["--env", "point_u_maze", "--depths", *depths, "--seeds", "0", "--width", "64",
+                "--run-dir", str(tmp_path), "--name", "s"]
+        _, base, axes = sweep.parse(argv)
+        sweep._record(tmp_path / "s", base, sweep.build_grid(base, axes), argv)
+    saved = sweep.read_sweep(tmp_path / "s")
+    assert sorted(saved["runs"]) == ["point_u_maze_d16_s0", "point_u_maze_d4_s0"]
+    assert "--depth" not in saved["base"] and "--seed" not in saved["base"]
+    assert saved["base"] == ["--env", "point_u_maze", "--width", "64"]
+    assert saved["runs"]["point_u_maze_d16_s0"]["values"] == {"depth": "16", "seed": "0"}
+    assert len(saved["commands"]) == 2
+
+
 def test_report_of_a_missing_directory_fails_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         report.main([str(tmp_path / "nowhere")])
