@@ -4,13 +4,14 @@ last (and nothing else) and tabulates the diagnostics as defined."""
 
 import csv
 import json
+import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from crl import runs
+from crl import runs, sweep
 from crl.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
@@ -30,9 +31,10 @@ def test_every_training_command_of_the_study_validates_and_gives_its_kept_runs()
     assert len(commands) >= 2
     planned = {}
     for command in commands:
+        _, base, axes = sweep.parse(shlex.split(command)[3:])
         name = command.split("--name ")[1].split()[0]
-        for config in reproduction.configs(command):
-            planned[name, config.run_name] = config
+        for run in sweep.build_grid(base, axes):
+            planned[name, run.name] = run.config
     kept = sorted(KEPT.glob(f"*/*/{runs.CONFIG_FILE}"))
     assert kept, f"no kept run under {KEPT}"
     for file in kept:
