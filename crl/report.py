@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from crl import runs
-from crl.config import fail
+from crl.config import Config, fail
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
@@ -65,6 +65,11 @@ def _options_label(values: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in values.items() if k not in NOT_SWEPT)
 
 
+def is_finished(config: Config, history: list[dict]) -> bool:
+    """Whether a run's metrics reach its last epoch."""
+    return bool(history) and history[-1]["epoch"] >= config.num_epochs
+
+
 def read_run(path: Path, metric: str, values: dict[str, str] | None = None) -> RunResult:
     """The result of one run directory (``values``: its swept options, if from a sweep)."""
     config = runs.load_config(path)
@@ -81,7 +86,7 @@ def read_run(path: Path, metric: str, values: dict[str, str] | None = None) -> R
         name=path.name, env=config.env, agent=runs.agent_label(config), depth=config.depth,
         seed=config.seed,
         options=_options_label(values or {}),
-        status="finished" if last["epoch"] >= config.num_epochs else "in progress",
+        status="finished" if is_finished(config, history) else "in progress",
         epoch=last["epoch"], num_epochs=config.num_epochs, env_steps=last["env_steps"],
         final=float(last[metric]), best=float(max(m[metric] for m in history)),
         final_success_any=float(last.get("eval/success_any", np.nan)),
@@ -89,17 +94,24 @@ def read_run(path: Path, metric: str, values: dict[str, str] | None = None) -> R
                               if "eval/success_any" in m), default=np.nan))
 
 
+def sweep_dirs(study: Path) -> list[Path]:
+    """The sweep directories directly inside ``study`` (none if it is not a directory)."""
+    from crl.sweep import SWEEP_FILE
+
+    return sorted(p.parent for p in study.glob(f"*/{SWEEP_FILE}")) if study.is_dir() else []
+
+
 def collect(paths: list[Path], metric: str) -> list[RunResult]:
     """Every run under ``paths``: sweep directories (their sweep.json lists runs not started
     yet too), run directories, directories holding run directories, or a study: a directory
     holding sweep directories."""
-    from crl.sweep import SWEEP_FILE, read_sweep
+    from crl.sweep import read_sweep
 
     results = []
     for path in paths:
         path = Path(path).expanduser()
         sweep = read_sweep(path)
-        sweeps = sorted(p.parent for p in path.glob(f"*/{SWEEP_FILE}")) if path.is_dir() else []
+        sweeps = sweep_dirs(path)
         if sweep is None and sweeps:
             results += collect(sweeps, metric)
         elif sweep is not None:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from crl import runs
-from crl.report import bootstrap_interval
+from crl.report import bootstrap_interval, is_finished, sweep_dirs
 from crl.sweep import SWEEP_FILE, read_sweep
 
 KEPT_FILES = (runs.CONFIG_FILE, runs.METRICS_FILE)
@@ -43,7 +43,7 @@ CRITICS_FILE = "critics.csv"
 
 
 def sweeps_of(study: Path) -> list[Path]:
-    found = sorted(p.parent for p in study.glob(f"*/{SWEEP_FILE}"))
+    found = sweep_dirs(study)
     if not found:
         raise SystemExit(f"crl: error: {study} holds no sweep (no */{SWEEP_FILE})")
     return found
@@ -54,10 +54,9 @@ def finished_runs(sweep_dir: Path) -> list[Path]:
     done = []
     for name in read_sweep(sweep_dir)["runs"]:
         path = sweep_dir / name
-        if (path / runs.CONFIG_FILE).is_file():
-            history = runs.read_metrics(path)
-            if history and history[-1]["epoch"] >= runs.load_config(path).num_epochs:
-                done.append(path)
+        if (path / runs.CONFIG_FILE).is_file() and is_finished(runs.load_config(path),
+                                                               runs.read_metrics(path)):
+            done.append(path)
     return done
 
 
@@ -255,10 +254,12 @@ def check(study: Path, sweep: str, run: str, epochs: int, metric: str) -> bool:
     ok = True
     print(f"{metric}: epoch, rerun, kept {run}, kept seeds of the point (n={len(siblings)}), "
           "allowed distance from their range")
+    kept_histories = {p: runs.read_metrics(p) for p in siblings}
+    own_history = runs.read_metrics(sweep_dir / run)
     for line in rerun[1:]:
         epoch = line["epoch"]
-        seeds = np.array([runs.read_metrics(p)[epoch][metric] for p in siblings])
-        own = runs.read_metrics(sweep_dir / run)[epoch][metric]
+        seeds = np.array([history[epoch][metric] for history in kept_histories.values()])
+        own = own_history[epoch][metric]
         slack = seed_noise(seeds, scale)
         inside = seeds.min() - slack <= line[metric] <= seeds.max() + slack
         ok &= inside
