@@ -12,10 +12,12 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 import pytest
 from brax.envs.base import State
 from jax.sharding import Mesh, PartitionSpec
+from scipy import optimize
 
 from crl import envs
 from crl.envs import arm
@@ -126,10 +128,21 @@ def reacher_on_goal(probe: Probe, offset: float) -> np.ndarray:
 
 
 def arm_effector_on_goal(probe: Probe, offset: float) -> np.ndarray:
-    """The arm's hand pointing down with the end effector on the goal, or (any ``offset``: more
-    would be out of reach) 0.25 m nearer the arm's base."""
+    """The Panda's joint angles (found by least squares on MuJoCo's forward kinematics) that put
+    link 7 on the goal, or (any ``offset``) 0.3 m below and nearer the base."""
+    model = probe.env.sys.mj_model
+    data = mujoco.MjData(model)
+    joints = slice(REACH_JOINTS, REACH_JOINTS + 7)
+    target = probe.goal - ([0.0, 0.3, 0.3] if offset else 0.0)
+
+    def miss(angles):
+        data.qpos[:] = probe.reset_q
+        data.qpos[joints] = angles
+        mujoco.mj_kinematics(model, data)
+        return data.xpos[model.body("link7").id] - target
+
     q = probe.reset_q.copy()
-    q[:7] = arm.pose_above(jnp.asarray(probe.goal - [0.25 if offset else 0.0, 0.0, 0.0]))
+    q[joints] = optimize.least_squares(miss, PANDA_START).x
     return q
 
 
@@ -184,81 +197,100 @@ def object_moved(probe: Probe, rollout: Rollout) -> None:
     assert displacement > 0.05, displacement
 
 
-H = arm.CUBE_HALF  # the height of the cube's centre resting on the table
-CUBE = (9, 10, 11)  # the cube's position in the arm tasks' q and state
+# The paper's arm tasks (scaling-crl envs/manipulation): the arm's start pose, and its model's
+# q once Brax has fused the fixed base away: the cube's free joint, the goal marker's three
+# slides, the seven arm joints, the two fingers (arm_reach: marker, arm joints).
+PANDA_START = [1.571, 0.742, 0, -1.571, 0, 3.054, 1.449]
+CUBE = (0, 1, 2)  # the cube's position in q, and in the state
+MARKER, ARM_JOINTS = (7, 8, 9), 10
+REACH_JOINTS = 3
+# Observations recorded from the paper's own model (its panda_push_easy.xml and panda_reach.xml,
+# scaling-crl 8516075, meshes included, loaded by Brax 0.14.2, with the paper's MJX settings):
+# the state after 0, 10 and 30 steps of the zero action (joint targets mid-range, gripper open)
+# from the start pose, the cube (none in arm_reach) at (-0.1, 0.6, 0.07).
+PAPER_PUSH = {
+    0: [-0.1, 0.6, 0.07, 1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.449, -0.000138, 0.678043,
+        0.370831, 0.0, 0.0, 0.0, 0.08],
+    10: [-0.1, 0.6, 0.029892, 1.5708, 0.751794, -0.000173, -0.909942, -0.000293, 1.254478,
+         0.73503, 0.000077, 0.746771, 0.519819, 0.000093, 0.004772, 0.043819, 0.159229],
+    30: [-0.099999, 0.600001, 0.029892, 1.570801, 0.751704, -0.000178, -0.903018, -0.000318,
+         1.526352, 0.72435, 0.00007, 0.7529, 0.546263, 0.000008, 0.000005, 0.000004, 0.159997],
+}
+PAPER_REACH = {
+    0: [1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.449, -0.000138, 0.678043, 0.370831, 0.0, 0.0,
+        0.0],
+    10: [1.5708, 0.751741, -0.000173, -0.909895, -0.000293, 1.265308, 0.73502, 0.000077,
+         0.747131, 0.520754, 0.000091, 0.005641, 0.046087],
+    30: [1.570801, 0.751656, -0.000178, -0.90298, -0.000318, 1.526363, 0.72435, 0.00007,
+         0.752888, 0.546318, 0.000007, 0.000005, 0.000004],
+}
 
 
-def cube_dropped(probe: Probe) -> tuple[np.ndarray, np.ndarray]:
-    """The cube 0.1 m above its start on the table, at rest."""
+def paper_start(probe: Probe) -> tuple[np.ndarray, np.ndarray]:
+    """The start the paper's observations above were recorded from, goal unchanged."""
     q = probe.reset_q.copy()
-    q[11] += 0.1
+    if probe.name == "arm_reach":
+        q[REACH_JOINTS:REACH_JOINTS + 7] = PANDA_START
+    else:
+        q[:7] = [-0.1, 0.6, 0.07, 1, 0, 0, 0]
+        q[ARM_JOINTS:ARM_JOINTS + 9] = [*PANDA_START, 0.04, 0.04]
     return q, np.zeros(probe.env.sys.qd_size())
 
 
-def cube_lands_on_the_table(probe: Probe, rollout: Rollout) -> None:
-    height = rollout.q[:, -1, 11]
-    assert np.min(height) > H - 5e-3, height  # it never sinks into the table
-    assert abs(height[-1] - H) < 2e-3, height  # and rests on it
+def as_the_paper_model(probe: Probe, rollout: Rollout) -> None:
+    recorded = PAPER_REACH if probe.name == "arm_reach" else PAPER_PUSH
+    for step, state in recorded.items():
+        np.testing.assert_allclose(rollout.obs[step, -1, :probe.env.state_size], state,
+                                   atol=2e-4, err_msg=f"step {step}")
 
 
-def cube_in_the_open_gripper(probe: Probe) -> tuple[np.ndarray, np.ndarray]:
-    """The arm at home with its fingers open (pads 7 cm apart) around the cube, which floats
-    at the end effector: the zero action closes them to 4 cm."""
-    q = probe.reset_q.copy()
-    q[:16] = [*arm.HOME, arm.OPEN, arm.OPEN, *arm.HOME_EFFECTOR, 1, 0, 0, 0]
-    return q, np.zeros(probe.env.sys.qd_size())
-
-
-def cube_held(probe: Probe, rollout: Rollout) -> None:
-    q = rollout.q[:, -1]
-    opening = q[:, 7] + q[:, 8]
-    # The pads stop at the cube's faces (5 cm apart, less a contact's 2-3 mm of softness):
-    # passing into it, they would close to the 4 cm they are commanded to.
-    assert np.min(opening) > 2 * H - 7.5e-3, opening
-    assert arm.HOME_EFFECTOR[2] - q[-1, 11] < 0.04, q[:, 11]  # friction holds it up
-
-
-def cube_sliding_at_the_middle_wall(probe: Probe) -> tuple[np.ndarray, np.ndarray]:
-    """The cube in the first bin sliding at 2 m/s towards the second."""
-    qd = np.zeros(probe.env.sys.qd_size())
-    qd[10] = 2.0
-    return probe.reset_q.copy(), qd
+def cube_sliding_into_the_wall(probe: Probe) -> tuple[np.ndarray, np.ndarray]:
+    """The cube resting in the first bin 5 cm from its inner wall, sliding at it at 1.5 m/s."""
+    q, qd = probe.reset_q.copy(), np.zeros(probe.env.sys.qd_size())
+    q[:7] = [BIN_WALL_FACE - H - 0.05, 0.6, H, 1, 0, 0, 0]
+    qd[0] = 1.5
+    return q, qd
 
 
 def cube_stopped_by_the_wall(probe: Probe, rollout: Rollout) -> None:
-    y = rollout.q[:, -1, 10]
-    face = -arm.WALL - H  # the cube's centre touching the middle wall
-    assert face - 5e-3 < np.max(y) < face + 3e-3, y  # it gets there and goes no further
+    x = rollout.q[:, -1, 0]
+    face = BIN_WALL_FACE - H  # the cube's centre touching the wall
+    # The soft contact lets the cube into the 1 cm wall for a step, never through it, and it
+    # comes to rest against it.
+    assert np.max(x) < face + 0.01, x
+    assert abs(x[-1] - face) < 1e-3, x
+
+
+H = 0.03  # the cube's centre resting on the table
+# arm_binpick_hard's bins: the first's inner wall (centre x -0.3 + 0.19, 5 mm thick).
+BIN_WALL_FACE = -0.3 + 0.19 - 0.005
 
 
 def in_box(point: np.ndarray, low, high) -> bool:
     return bool(np.all((np.subtract(low, 1e-6) <= point) & (point <= np.add(high, 1e-6))))
 
 
-def arm_start(cube_low: tuple[float, float], cube_high: tuple[float, float],
-              around_cube: bool = False) -> Callable[[BraxGoalEnv, np.ndarray], bool]:
-    """A reset observation with the cube upright on the table in the (x, y) box, and the arm at
-    home, fingers half open, or (``around_cube``) open around the cube."""
+def in_square(centre: tuple[float, float], half: float, z: float):
+    """Checks a goal: (x, y) within ``half`` of ``centre``, at height ``z``."""
+    return lambda env, g: in_box(g, (centre[0] - half, centre[1] - half, z),
+                                 (centre[0] + half, centre[1] + half, z))
+
+
+def arm_start(centre: tuple[float, float], half: float) -> Callable[[BraxGoalEnv, np.ndarray],
+                                                                     bool]:
+    """A reset observation with the cube upright 7 cm above the table, (x, y) within ``half`` of
+    ``centre``, the arm in the paper's start pose and the fingers open (8 cm apart)."""
     def valid(env, obs: np.ndarray) -> bool:
-        cube, effector, opening = obs[list(CUBE)], obs[31:34], obs[34]
-        hand = (cube, 2 * arm.OPEN) if around_cube else (arm.HOME_EFFECTOR, 0.04)
-        return (in_box(cube, (*cube_low, H), (*cube_high, H))
-                and np.allclose(obs[12:16], [1, 0, 0, 0])
-                and np.allclose(effector, hand[0], atol=1e-3) and abs(opening - hand[1]) < 1e-5)
+        return (in_box(obs[list(CUBE)], (centre[0] - half, centre[1] - half, 0.07),
+                       (centre[0] + half, centre[1] + half, 0.07))
+                and np.allclose(obs[3:10], PANDA_START, atol=1e-6)
+                and abs(obs[16] - 0.08) < 1e-5)
     return valid
 
 
-def grasp_start(env, obs: np.ndarray) -> bool:
-    """The goal 0.12-0.2 m straight above the cube's start."""
-    cube, goal = obs[list(CUBE)], obs[env.state_size:]
-    return (arm_start((0.4, -0.15), (0.6, 0.15))(env, obs)
-            and np.allclose(goal[:2], cube[:2], atol=1e-6)
-            and 0.12 - 1e-5 <= goal[2] - cube[2] <= 0.2 + 1e-5)
-
-
-# The bins' interiors: x 0.4-0.6 and y -0.21 to -0.01 (first), 0.01 to 0.21 (second).
-IN_FIRST_BIN = ((0.4 + H, -0.21 + H), (0.6 - H, -0.01 - H))
-IN_SECOND_BIN = ((0.4 + H, 0.01 + H, H), (0.6 - H, 0.21 - H, H))
+def grasp_goal(env, goal: np.ndarray) -> bool:
+    """crl's own: 0.1-0.2 m above a resting cube's centre, over the push-easy start square."""
+    return in_box(goal, (-0.2, 0.5, H + 0.1), (0.0, 0.7, H + 0.2))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,6 +314,8 @@ class Task:
     closest_reach: Callable[[np.ndarray], float] = lambda goal: 0.0
     # how far below the goal its marker body may hang (spring joints are springs)
     marker_sag: float = 2e-3
+    # the actions an agent gives, where they are not the model's actuators one for one
+    action_size: int | None = None
 
 
 def in_goal_cell(env, goal: np.ndarray) -> bool:
@@ -316,26 +350,23 @@ TASKS = {
                      and abs(g[2] - 1.25) < 1e-5),
     "humanoid_u_maze": Task((0, 1, 2), lambda env, g: in_goal_cell(env, g)
                             and abs(g[2] - 1.25) < 1e-5, into_wall, pushed_out_of_the_wall),
-    "arm_reach": Task(arm_effector_on_goal,
-                      lambda env, g: in_box(g, (0.3, -0.25, 0.1), (0.6, 0.25, 0.4)),
-                      start_is_valid=arm_start((0.4, -0.15), (0.6, 0.15)), model="arm_table"),
-    "arm_grasp": Task(CUBE, lambda env, g: in_box(g, (0.4, -0.15, H + 0.12), (0.6, 0.15, H + 0.2)),
-                      cube_in_the_open_gripper, cube_held, start_is_valid=grasp_start,
-                      model="arm_table"),
-    "arm_push_easy": Task(CUBE, lambda env, g: in_box(g, (0.45, 0.075, H), (0.55, 0.125, H)),
-                          cube_dropped, cube_lands_on_the_table,
-                          start_is_valid=arm_start((0.45, -0.125), (0.55, -0.075)),
+    "arm_reach": Task(arm_effector_on_goal, lambda env, g: in_box(g, (-0.2, 0.3, 0.1),
+                                                                  (0.2, 0.7, 0.5)),
+                      paper_start, as_the_paper_model, action_size=4,
+                      start_is_valid=lambda env, obs: np.allclose(obs[:7], PANDA_START)),
+    "arm_grasp": Task(CUBE, grasp_goal, start_is_valid=arm_start((-0.1, 0.6), 0.1),
+                      action_size=5, model="arm_table"),
+    "arm_push_easy": Task(CUBE, in_square((0.1, 0.6), 0.1, H), paper_start, as_the_paper_model,
+                          start_is_valid=arm_start((-0.1, 0.6), 0.1), action_size=5,
                           model="arm_table"),
-    "arm_push_hard": Task(CUBE, lambda env, g: in_box(g, (0.35, 0.15, H), (0.6, 0.3, H)),
-                          start_is_valid=arm_start((0.35, -0.3), (0.6, -0.15)),
+    "arm_push_hard": Task(CUBE, in_square((0.25, 0.65), 0.25, H),
+                          start_is_valid=arm_start((-0.25, 0.65), 0.25), action_size=5,
                           model="arm_table"),
-    "arm_binpick_easy": Task(CUBE, lambda env, g: in_box(g, *IN_SECOND_BIN),
-                             cube_in_the_open_gripper, cube_held,
-                             start_is_valid=arm_start(*IN_FIRST_BIN, around_cube=True),
-                             model="arm_bins"),
-    "arm_binpick_hard": Task(CUBE, lambda env, g: in_box(g, *IN_SECOND_BIN),
-                             cube_sliding_at_the_middle_wall, cube_stopped_by_the_wall,
-                             start_is_valid=arm_start(*IN_FIRST_BIN), model="arm_bins"),
+    "arm_binpick_easy": Task(CUBE, in_square((0.17, 0.6), 0.09, H),
+                             start_is_valid=arm_start((-0.15, 0.6), 0.09), action_size=5),
+    "arm_binpick_hard": Task(CUBE, in_square((0.3, 0.6), 0.15, H), cube_sliding_into_the_wall,
+                             cube_stopped_by_the_wall, start_is_valid=arm_start((-0.3, 0.6), 0.15),
+                             action_size=5),
 }
 
 
@@ -361,7 +392,7 @@ def probe(request) -> Probe:
 
 def test_reset_and_step_shapes(probe):
     env, rollout = probe.env, probe.rollout
-    assert env.action_size == env.sys.act_size()
+    assert env.action_size == (TASKS[probe.name].action_size or env.sys.act_size())
     assert rollout.obs.shape == (STEPS + 1, 3 + EXTRA_ROWS, env.observation_size)
     assert env.observation_size == env.state_size + len(env.goal_indices)
     assert max(env.goal_indices) < env.state_size
@@ -414,8 +445,7 @@ def test_same_seed_same_trajectory(probe):
                          indirect=True)
 def test_walls_and_objects_touch_the_body(probe):
     """Maze walls push a body placed in them out; an Ant running into a ball or a block moves
-    it; the arm's cube rests on the table, is held by the closing fingers and stopped by the
-    bins' walls."""
+    it; the arm moves as the paper's model does, and a bin's wall stops the cube."""
     TASKS[probe.name].scene_check(probe, probe.rollout)
 
 

@@ -240,10 +240,12 @@ def test_registry_holds_every_task_of_the_paper_and_the_benchmark():
         assert spec.default_backend == default, name
     for name in ("ant_u_maze", "ant_big_maze", "humanoid_u_maze", "humanoid_big_maze"):
         assert f"{name}_eval" in envs.ENV_NAMES
-    # The paper's arm tasks, in its code's 1000-step episodes; JaxGCRL's others are shorter.
+    # The paper's arm tasks, in its code's 1000-step episodes; the others are shorter. Its env
+    # step: 25 physics steps of 2 ms.
     for name in ("arm_push_easy", "arm_push_hard", "arm_binpick_hard"):
         assert envs.get_spec(name).episode_length == 1000, name
     assert envs.get_spec("arm_reach").episode_length == 100
+    assert abs(float(envs.make_env("arm_push_easy").dt) - 0.05) < 1e-7
 
 
 @pytest.mark.parametrize("name", ["reacher", "pusher_easy", "cheetah", "ant", "humanoid"])

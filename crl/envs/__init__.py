@@ -106,8 +106,8 @@ REGISTRY: dict[str, EnvSpec] = {
     **_mazes("point", "crl.envs.point_maze:PointMaze", MAZE_LAYOUTS, episode_length=250,
              default_backend=None, reset="resample"),
     # The paper's three arm tasks run 1000-step episodes, as every task of its code does (its
-    # time-at-goal scores, up to 762, count steps of such episodes). The others keep JaxGCRL's
-    # lengths at the same 40 ms per step: a reach or a grasp takes about a second.
+    # time-at-goal scores, up to 762, count steps of such episodes). The others, which the paper
+    # does not report, run shorter ones (50 ms per step): a reach or a grasp takes a second.
     "arm_reach": _arm("reach", 100),
     "arm_grasp": _arm("grasp", 100),
     "arm_push_easy": _arm("push_easy", 1000),

@@ -49,8 +49,9 @@ class BraxGoalEnv(GoalEnv, PipelineEnv):
     child of the world body), says how an episode starts (``initial_q_qd``), what the state is
     (``observe_state``) and when an episode terminates (``terminated``; never by default). The
     commanded goal is the marker's position (coordinates ``goal_axes``), so the goal in the
-    observation is where the marker is drawn. Actions in [-1, 1] are mapped onto each
-    actuator's control range.
+    observation is where the marker is drawn. Actions in [-1, 1] become the actuators' controls
+    through ``control``: each across its actuator's control range, unless a subclass says
+    otherwise.
     """
 
     marker_body: str = "goal_marker"
@@ -94,8 +95,12 @@ class BraxGoalEnv(GoalEnv, PipelineEnv):
         zero = jnp.zeros(())
         return State(pipeline_state, obs, zero, zero)
 
+    def control(self, action: jax.Array) -> jax.Array:
+        """The actuators' controls for an action in [-1, 1]: each across its control range."""
+        return self._ctrl_low + 0.5 * (action + 1) * (self._ctrl_high - self._ctrl_low)
+
     def step(self, state: State, action: jax.Array) -> State:
-        control = self._ctrl_low + 0.5 * (action + 1) * (self._ctrl_high - self._ctrl_low)
+        control = self.control(action)
         pipeline_state = self.pipeline_step(state.pipeline_state, control)
         obs = self.observe(pipeline_state, control)
         distance = goal_distance(obs, self.state_size, self.goal_indices)
