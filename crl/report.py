@@ -4,7 +4,8 @@ Reads every run's ``metrics.jsonl`` and writes, next to the figure:
 
 - ``<figure>_runs.csv``: one row per run: its status, the final and the best value of the
   metric (default ``eval/success``, the time at goal) and its final ``eval/success_any``;
-- ``<figure>.csv``: one row per task, agent, other swept options and depth: the mean over the
+- ``<figure>.csv``: one row per task, agent, other swept options (and, in a study of several
+  sweeps, the shared options that tell them apart) and depth: the mean over the
   finished seeds of the final and of the best value of the metric and of ``eval/success_any``,
   each with a 95% bootstrap interval;
 - the figure: the final value against depth (log-scale axis), one line per task and agent (and
@@ -101,6 +102,47 @@ def sweep_dirs(study: Path) -> list[Path]:
     return sorted(p.parent for p in study.glob(f"*/{SWEEP_FILE}")) if study.is_dir() else []
 
 
+def _shared_options(argv: list[str]) -> dict[str, str]:
+    """A sweep's shared ``crl.train`` options (its ``base``), by Config field: ``--x v`` gives
+    x=v, a flag ``--x`` x=True and ``--no-x`` x=False."""
+    options: dict[str, str] = {}
+    name = None
+    for arg in argv:
+        if arg.startswith("--"):
+            name = arg[2:].replace("-", "_")
+            if name.startswith("no_"):
+                options[name[3:]] = "False"
+                name = None
+            else:
+                options[name] = "True"
+        elif name is not None:
+            options[name] = arg
+            name = None
+    return options
+
+
+def sweep_settings(sweeps: list[Path]) -> dict[Path, str]:
+    """What tells a study's sweeps apart besides their agents: each sweep's shared options that
+    differ between them, e.g. "num_envs=512" (where a sweep leaves one to its preset, the value
+    its runs recorded). Empty for a study of one setting."""
+    from crl.sweep import read_sweep
+
+    shared = {path: _shared_options(read_sweep(path).get("base", [])) for path in sweeps}
+    names = {name for options in shared.values() for name in options} - set(NOT_SWEPT)
+    differing = sorted(name for name in names
+                       if len({options.get(name) for options in shared.values()}) > 1)
+
+    def value(path: Path, name: str) -> str:
+        if name in shared[path]:
+            return shared[path][name]
+        for config_file in sorted(path.glob(f"*/{runs.CONFIG_FILE}")):
+            return str(getattr(runs.load_config(config_file.parent), name, "default"))
+        return "default"
+
+    return {path: ",".join(f"{name}={value(path, name)}" for name in differing)
+            for path in sweeps}
+
+
 def collect(paths: list[Path], metric: str) -> list[RunResult]:
     """Every run under ``paths``: sweep directories (their sweep.json lists runs not started
     yet too), run directories, directories holding run directories, or a study: a directory
@@ -113,7 +155,11 @@ def collect(paths: list[Path], metric: str) -> list[RunResult]:
         sweep = read_sweep(path)
         sweeps = sweep_dirs(path)
         if sweep is None and sweeps:
-            results += collect(sweeps, metric)
+            settings = sweep_settings(sweeps)
+            for sweep_dir in sweeps:
+                results += [dataclasses.replace(r, options=",".join(
+                                filter(None, (settings[sweep_dir], r.options))))
+                            for r in collect([sweep_dir], metric)]
         elif sweep is not None:
             for name, entry in sweep["runs"].items():
                 run_path = path / name

@@ -1,12 +1,13 @@
 """What a depth study keeps, what its critics learned, and whether its runs reproduce.
 
 A study is a directory of sweep directories (``crl.sweep --run-dir runs/<study> --name <sweep>``,
-one sweep per agent). Four steps, each a subcommand:
+one sweep per agent and setting: tables and figures are per sweep). Four steps, each a
+subcommand:
 
 - ``keep runs/<study> docs/studies/<study>``: copy what must last (each sweep's sweep.json, each
   finished run's config.json and metrics.jsonl; never checkpoints) into the repository.
 - ``critics runs/<study> docs/studies/<study>``: needs the runs' checkpoints, so it runs where
-  they were trained. Q-value maps of the shallowest and the deepest critic of each agent for one
+  they were trained. Q-value maps of the shallowest and the deepest critic of each sweep for one
   goal (the paper's Figure 9 layout); every critic's corridor agreement
   (``crl.viz.corridor_agreement``) and where its replay buffer's states are (how much of the
   data reaches the far goals), written as critics.csv, which lasts without the checkpoints.
@@ -127,7 +128,7 @@ def critics(source: Path, destination: Path, goal_cell: tuple[int, int] | None,
                          "agent": runs.agent_label(run.config), "depth": run.config.depth,
                          "seed": run.config.seed, "goal_cell": str(q_map.goal_cell),
                          **agreement, **replay_coverage(path, env)})
-            maps[rows[-1]["agent"]][(run.config.depth, run.config.seed)] = q_map
+            maps[sweep_dir.name][(run.config.depth, run.config.seed)] = q_map
             print(", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                             for k, v in rows[-1].items()))
     destination.mkdir(parents=True, exist_ok=True)
@@ -135,25 +136,27 @@ def critics(source: Path, destination: Path, goal_cell: tuple[int, int] | None,
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    for agent, by_point in maps.items():
+    for sweep_name, by_point in maps.items():
         depths = sorted({depth for depth, _ in by_point})
         seed = min(seed for _, seed in by_point)
         shown = [by_point[depth, seed] for depth in (depths[0], depths[-1])
                  if (depth, seed) in by_point]
-        name = f"q_values_{agent.replace('+', '_')}_d{depths[0]}_vs_d{depths[-1]}.png"
+        name = f"q_values_{sweep_name}_d{depths[0]}_vs_d{depths[-1]}.png"
         print("wrote", viz.save_figure(viz.compare_q_values(shown), figure_dir / name))
 
 
 def critics_table(study: Path) -> list[dict[str, object]]:
-    """Per agent and depth, the mean over seeds of each column of critics.csv, with intervals."""
+    """Per sweep (one agent and setting) and depth, the mean over seeds of each column of
+    critics.csv, with intervals."""
     with open(study / CRITICS_FILE) as f:
         rows = list(csv.DictReader(f))
     groups = defaultdict(list)
     for row in rows:
-        groups[row["agent"], int(row["depth"])].append(row)
+        groups[row["sweep"], row["agent"], int(row["depth"])].append(row)
     table = []
-    for (agent, depth), group in sorted(groups.items()):
-        entry: dict[str, object] = {"agent": agent, "depth": depth, "seeds": len(group)}
+    for (sweep_name, agent, depth), group in sorted(groups.items()):
+        entry: dict[str, object] = {"sweep": sweep_name, "agent": agent, "depth": depth,
+                                    "seeds": len(group)}
         for key in ("corridor", "straight_line", "replay_far_fraction",
                     "replay_envs_reaching_far", "replay_farthest_cells"):
             values = np.array([float(r[key]) for r in group])
@@ -189,17 +192,19 @@ def diagnostics(study: Path, figure_dir: Path) -> None:
     for sweep_dir in sweeps_of(study):
         for path in finished_runs(sweep_dir):
             config = runs.load_config(path)
-            agent = runs.agent_label(config)
-            groups[agent, config.depth].append(last_diagnostics(runs.read_metrics(path)))
-            firsts[agent].setdefault(config.depth, path)
+            key = sweep_dir.name, runs.agent_label(config), config.depth
+            groups[key].append(last_diagnostics(runs.read_metrics(path)))
+            firsts[sweep_dir.name].setdefault(config.depth, path)
     rows = []
-    for (agent, depth), group in sorted(groups.items()):
-        row: dict[str, object] = {"agent": agent, "depth": depth, "seeds": len(group)}
+    for (sweep_name, agent, depth), group in sorted(groups.items()):
+        row: dict[str, object] = {"sweep": sweep_name, "agent": agent, "depth": depth,
+                                  "seeds": len(group)}
         for key in sorted(group[0]):
             row[key] = float(np.mean([g[key] for g in group]))
         rows.append(row)
-    keys = sorted({k for row in rows for k in row}, key=lambda k: (k not in ("agent", "depth",
-                                                                             "seeds"), k))
+    first = ("sweep", "agent", "depth", "seeds")
+    keys = sorted({k for row in rows for k in row},
+                  key=lambda k: (k not in first, first.index(k) if k in first else 0, k))
     with open(study / "diagnostics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, restval="")
         writer.writeheader()
@@ -207,13 +212,12 @@ def diagnostics(study: Path, figure_dir: Path) -> None:
     for row in rows:
         print(", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in row.items()))
-    for agent, by_depth in firsts.items():
+    for sweep_name, by_depth in firsts.items():
         paths = [by_depth[d] for d in sorted(by_depth)]
-        label = agent.replace("+", "_")
         print("wrote", viz.save_figure(viz.plot_representation_rank(paths),
-                                       figure_dir / f"rank_{label}.png"))
+                                       figure_dir / f"rank_{sweep_name}.png"))
         print("wrote", viz.save_figure(viz.plot_block_health(paths),
-                                       figure_dir / f"block_health_{label}.png"))
+                                       figure_dir / f"block_health_{sweep_name}.png"))
 
 
 # -------------------------------------------------------------------------------- check

@@ -89,7 +89,7 @@ def test_the_diagnostics_table_averages_the_last_epoch_over_seeds(tmp_path):
     depth_study.diagnostics(tmp_path, tmp_path / "figures")
     with open(tmp_path / "diagnostics.csv") as f:
         (row,) = list(csv.DictReader(f))
-    assert (row["agent"], row["depth"], row["seeds"]) == ("crl", "4", "2")
+    assert (row["sweep"], row["agent"], row["depth"], row["seeds"]) == ("crl", "crl", "4", "2")
     assert float(row["phi/effective_rank"]) == 4.0
     # Seed 0: blocks 0 and 0.5 (mean 0.25, worst 0.5); seed 1: 0.25 and 0.25.
     assert float(row["critic/sa_encoder/dormant_fraction_mean"]) == 0.25

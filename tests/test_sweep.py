@@ -294,14 +294,15 @@ def fake_run(sweep_dir: Path, depth: int, seed: int, finals: list[float], num_ep
     return name
 
 
-def write_sweep_record(sweep_dir: Path, names: list[str]) -> None:
-    """The sweep.json crl.sweep would have written for runs named <env>_d<depth>_s<seed>."""
+def write_sweep_record(sweep_dir: Path, names: list[str], base: list[str] | None = None) -> None:
+    """The sweep.json crl.sweep would have written for runs named <env>_d<depth>_s<seed>, with
+    the shared options ``base``."""
     entries = {}
     for name in names:
         depth, seed = (int(part[1:]) for part in name.split("_")[-2:])
         entries[name] = {"env": "point_u_maze", "depth": depth, "seed": seed,
                          "values": {"depth": str(depth), "seed": str(seed)}}
-    (sweep_dir / sweep.SWEEP_FILE).write_text(json.dumps({"base": [], "runs": entries}))
+    (sweep_dir / sweep.SWEEP_FILE).write_text(json.dumps({"base": base or [], "runs": entries}))
 
 
 def test_report_averages_finished_seeds_and_shows_the_others_as_they_are(tmp_path):
@@ -359,6 +360,25 @@ def test_report_reads_a_study_of_sweeps_with_success_any_intervals(tmp_path):
         per_run = list(csv.DictReader(f))
     assert len(per_run) == 5
     assert sorted(float(r["best_success_any"]) for r in per_run) == [0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def test_a_study_tells_its_sweeps_apart_by_the_shared_options_that_differ(tmp_path):
+    """Two sweeps of one study at the same depth but other shared options (one leaving
+    --num-envs to its default, which its runs record: 512) are two rows, labelled by what
+    differs;
+    the options both share (--no-render) and the agent (a line of its own) label nothing."""
+    study = tmp_path / "study"
+    small = [fake_run(study / "small", 4, seed, [0, 1, 1, 1]) for seed in (0, 1)]
+    write_sweep_record(study / "small", small, ["--env", "point_u_maze", "--no-render",
+                                                "--total-env-steps", "1000"])
+    large = [fake_run(study / "large", 4, seed, [0, 5, 7, 7]) for seed in (0, 1)]
+    write_sweep_record(study / "large", large, ["--env", "point_u_maze", "--no-render",
+                                                "--num-envs", "1024", "--total-env-steps",
+                                                "3000", "--agent", "crl"])
+    rows = report.main([str(study), "-o", str(tmp_path / "study.png")])
+    finals = {row["options"]: row["final_mean"] for row in rows}
+    assert finals == {"num_envs=512,total_env_steps=1000": 1.0,
+                      "num_envs=1024,total_env_steps=3000": 7.0}
 
 
 def test_a_sweep_of_one_depth_takes_more_depths_later(tmp_path):
