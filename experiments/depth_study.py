@@ -139,9 +139,9 @@ def critics(source: Path, destination: Path, goal_cell: tuple[int, int] | None,
     for sweep_name, by_point in maps.items():
         depths = sorted({depth for depth, _ in by_point})
         seed = min(seed for _, seed in by_point)
-        shown = [by_point[depth, seed] for depth in (depths[0], depths[-1])
-                 if (depth, seed) in by_point]
-        name = f"q_values_{sweep_name}_d{depths[0]}_vs_d{depths[-1]}.png"
+        ends = sorted({depths[0], depths[-1]})  # one map where the sweep has one depth
+        shown = [by_point[depth, seed] for depth in ends if (depth, seed) in by_point]
+        name = f"q_values_{sweep_name}_{'_vs_'.join(f'd{depth}' for depth in ends)}.png"
         print("wrote", viz.save_figure(viz.compare_q_values(shown), figure_dir / name))
 
 
