@@ -202,7 +202,7 @@ def object_moved(probe: Probe, rollout: Rollout) -> None:
 # slides, the seven arm joints, the two fingers (arm_reach: marker, arm joints).
 PANDA_START = [1.571, 0.742, 0, -1.571, 0, 3.054, 1.449]
 CUBE = (0, 1, 2)  # the cube's position in q, and in the state
-MARKER, ARM_JOINTS = (7, 8, 9), 10
+ARM_JOINTS = 10  # joint 1's q (after the marker's 7, 8, 9)
 REACH_JOINTS = 3
 # Observations recorded from the paper's own model (its panda_push_easy.xml and panda_reach.xml,
 # scaling-crl 8516075, meshes included, loaded by Brax 0.14.2, with the paper's MJX settings):
@@ -262,7 +262,7 @@ def cube_stopped_by_the_wall(probe: Probe, rollout: Rollout) -> None:
 
 
 H = 0.03  # the cube's centre resting on the table
-# arm_binpick_hard's bins: the first's inner wall (centre x -0.3 + 0.19, 5 mm thick).
+# arm_binpick_hard's bins: the first's inner wall (centre x -0.3 + 0.19, 1 cm thick).
 BIN_WALL_FACE = -0.3 + 0.19 - 0.005
 
 
