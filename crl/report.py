@@ -102,45 +102,19 @@ def sweep_dirs(study: Path) -> list[Path]:
     return sorted(p.parent for p in study.glob(f"*/{SWEEP_FILE}")) if study.is_dir() else []
 
 
-def _shared_options(argv: list[str]) -> dict[str, str]:
-    """A sweep's shared ``crl.train`` options (its ``base``), by Config field: ``--x v`` gives
-    x=v, a flag ``--x`` x=True and ``--no-x`` x=False."""
-    options: dict[str, str] = {}
-    name = None
-    for arg in argv:
-        if arg.startswith("--"):
-            name = arg[2:].replace("-", "_")
-            if name.startswith("no_"):
-                options[name[3:]] = "False"
-                name = None
-            else:
-                options[name] = "True"
-        elif name is not None:
-            options[name] = arg
-            name = None
-    return options
-
-
 def sweep_settings(sweeps: list[Path]) -> dict[Path, str]:
-    """What tells a study's sweeps apart besides their agents: each sweep's shared options that
-    differ between them, e.g. "num_envs=512" (where a sweep leaves one to its preset, the value
-    its runs recorded). Empty for a study of one setting."""
+    """What tells a study's sweeps apart besides their agents: the training options that differ
+    between their shared command lines (``base``), as crl.train parses them (a preset's values
+    included), e.g. "num_envs=512". Empty for a study of one setting."""
+    from crl.config import parse_args
     from crl.sweep import read_sweep
 
-    shared = {path: _shared_options(read_sweep(path).get("base", [])) for path in sweeps}
-    names = {name for options in shared.values() for name in options} - set(NOT_SWEPT)
-    differing = sorted(name for name in names
-                       if len({options.get(name) for options in shared.values()}) > 1)
-
-    def value(path: Path, name: str) -> str:
-        if name in shared[path]:
-            return shared[path][name]
-        for config_file in sorted(path.glob(f"*/{runs.CONFIG_FILE}")):
-            return str(getattr(runs.load_config(config_file.parent), name, "default"))
-        return "default"
-
-    return {path: ",".join(f"{name}={value(path, name)}" for name in differing)
-            for path in sweeps}
+    configs = {path: parse_args(read_sweep(path).get("base", [])) for path in sweeps}
+    differing = [field.name for field in dataclasses.fields(Config)
+                 if field.name not in NOT_SWEPT
+                 and len({repr(getattr(c, field.name)) for c in configs.values()}) > 1]
+    return {path: ",".join(f"{name}={getattr(config, name)}" for name in sorted(differing))
+            for path, config in configs.items()}
 
 
 def collect(paths: list[Path], metric: str) -> list[RunResult]:

@@ -364,21 +364,20 @@ def test_report_reads_a_study_of_sweeps_with_success_any_intervals(tmp_path):
 
 def test_a_study_tells_its_sweeps_apart_by_the_shared_options_that_differ(tmp_path):
     """Two sweeps of one study at the same depth but other shared options (one leaving
-    --num-envs to its default, which its runs record: 512) are two rows, labelled by what
-    differs;
+    --num-envs to its preset, point_quick's 128) are two rows, labelled by what differs;
     the options both share (--no-render) and the agent (a line of its own) label nothing."""
     study = tmp_path / "study"
     small = [fake_run(study / "small", 4, seed, [0, 1, 1, 1]) for seed in (0, 1)]
-    write_sweep_record(study / "small", small, ["--env", "point_u_maze", "--no-render",
-                                                "--total-env-steps", "1000"])
+    write_sweep_record(study / "small", small, ["--preset", "point_quick", "--no-render",
+                                                "--total-env-steps", "1000000"])
     large = [fake_run(study / "large", 4, seed, [0, 5, 7, 7]) for seed in (0, 1)]
-    write_sweep_record(study / "large", large, ["--env", "point_u_maze", "--no-render",
-                                                "--num-envs", "1024", "--total-env-steps",
-                                                "3000", "--agent", "crl"])
+    write_sweep_record(study / "large", large, ["--preset", "point_quick", "--no-render",
+                                                "--num-envs", "256", "--total-env-steps",
+                                                "2000000", "--agent", "crl"])
     rows = report.main([str(study), "-o", str(tmp_path / "study.png")])
     finals = {row["options"]: row["final_mean"] for row in rows}
-    assert finals == {"num_envs=512,total_env_steps=1000": 1.0,
-                      "num_envs=1024,total_env_steps=3000": 7.0}
+    assert finals == {"num_envs=128,total_env_steps=1000000": 1.0,
+                      "num_envs=256,total_env_steps=2000000": 7.0}
 
 
 def test_a_sweep_of_one_depth_takes_more_depths_later(tmp_path):
