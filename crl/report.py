@@ -236,7 +236,9 @@ def plot(file: Path, rows: list[dict[str, object]], results: list[RunResult],
                  "interval over seeds", fontsize=9)
     ax.grid(alpha=0.3)
     if lines:
-        ax.legend(fontsize=8)
+        # Below the axes: with several settings per study the labels are long, and inside
+        # the axes they hide the curves.
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     fig.savefig(file, dpi=120, bbox_inches="tight")
 
 
